@@ -164,8 +164,9 @@ class TFOperator:
         expected = (None, *self.domain_shape, 1)
         shape = x.shape
         if shape.rank is not None:
-            if shape.rank != len(expected) or not all(
-                e is None or s is None or s == e for s, e in zip(shape.as_list(), expected)
+            dims = shape.as_list()
+            if len(dims) != len(expected) or not all(
+                e is None or s is None or s == e for s, e in zip(dims, expected, strict=True)
             ):
                 raise ValueError(
                     f"expected a tensor of shape (batch, {', '.join(map(str, expected[1:]))}) "

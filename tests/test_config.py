@@ -1,0 +1,42 @@
+"""Tests for lpd.config: validation and the JSON round trip."""
+
+import dataclasses
+
+import pytest
+
+from lpd import config
+from lpd.operators import SETUPS
+
+
+@pytest.mark.parametrize("name", sorted(SETUPS))
+def test_problem_config_json_round_trip(name):
+    original = SETUPS[name]
+    restored = config.from_json(config.to_json(original))
+    assert restored == original
+    assert hash(restored) == hash(original)
+
+
+def test_noise_config_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="noise kind"):
+        config.NoiseConfig(kind="speckle")
+
+
+def test_fan_beam_config_names_missing_fields():
+    with pytest.raises(ValueError, match="src_radius"):
+        config.ProblemConfig(name="x", shape=(8, 8), min_pt=(-1, -1), max_pt=(1, 1),
+                             beam="fan", angle_range=(0, 1), det_shape=8, det_min=-1,
+                             det_max=1, det_radius=2)
+
+
+def test_from_dict_rejects_unknown_fields_and_types():
+    data = config.to_dict(SETUPS["ellipses"])
+    data["colour"] = "blue"
+    with pytest.raises(ValueError, match="colour"):
+        config.from_dict(data)
+    with pytest.raises(ValueError, match="unknown config type"):
+        config.from_dict({"__type__": "Nope"})
+
+
+def test_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SETUPS["ellipses"].num_angles = 60
