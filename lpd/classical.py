@@ -59,7 +59,6 @@ import itertools
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,6 +66,7 @@ from typing import Any
 import numpy as np
 
 from lpd import metrics, operators
+from lpd._io import atomic_write
 from lpd.config import ProblemConfig
 
 __all__ = [
@@ -967,21 +967,9 @@ def save_params(params: ClassicalParams, path: str | os.PathLike,
     FileExistsError
         If ``path`` exists and ``overwrite`` is not set.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"params": dataclasses.asdict(params), "search": dict(search or {})},
                       indent=2, sort_keys=False, default=_json_default) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, text, overwrite=overwrite)
 
 
 def _json_default(value):

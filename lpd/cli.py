@@ -46,6 +46,13 @@ def _cmd_setups(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from lpd import datasets
+
+    print(datasets.describe_sources(mayo_dir=args.mayo, lodopab_dir=args.lodopab))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``lpd`` command."""
     from lpd import __version__
@@ -64,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     setups.add_argument("--norm", action="store_true",
                         help="also compute ||A|| of unnormalised set-ups (slow for 'human')")
     setups.set_defaults(func=_cmd_setups)
+
+    data = commands.add_parser(
+        "datasets", help="list the data sources: installed, missing, how to get them",
+        description="List every data source lpd knows, with counts, shapes, where it is "
+                    "and how to get what is missing.")
+    data.add_argument("--mayo", metavar="DIR",
+                      help="root of a Mayo/AAPM tree (default: $LPD_MAYO_DIR)")
+    data.add_argument("--lodopab", metavar="DIR",
+                      help="directory of LoDoPaB-CT files (default: $LPD_LODOPAB_DIR)")
+    data.set_defaults(func=_cmd_datasets)
     return parser
 
 

@@ -35,7 +35,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from lpd import metrics
+from lpd._io import atomic_write
 
 __all__ = ["EvaluationResult", "evaluate", "write_results", "COLUMNS"]
 
@@ -297,23 +297,6 @@ def _markdown_text(rows: list[dict], title: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_new(path: Path, text: str, overwrite: bool) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            # A hard link fails if the name exists, so a file that appeared since
-            # the check is never replaced.
-            os.link(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def write_results(results: Sequence[EvaluationResult | dict], path: str | os.PathLike, *,
                   title: str | None = None, overwrite: bool = False) -> tuple[Path, Path]:
     """Write the results table as CSV and Markdown.
@@ -351,7 +334,6 @@ def write_results(results: Sequence[EvaluationResult | dict], path: str | os.Pat
         if existing:
             raise FileExistsError(f"{', '.join(existing)} exist(s); pass overwrite=True "
                                   "(--overwrite) or choose another output path")
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_new(csv_path, _csv_text(rows), overwrite)
-    _write_new(md_path, _markdown_text(rows, title), overwrite)
+    atomic_write(csv_path, _csv_text(rows), overwrite=overwrite)
+    atomic_write(md_path, _markdown_text(rows, title), overwrite=overwrite)
     return csv_path, md_path
