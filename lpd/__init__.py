@@ -7,7 +7,11 @@ The top-level names are loaded on first use, so that ``import lpd`` stays cheap
 and the classical parts never import TensorFlow:
 
 - `as_tf_operator`: an ODL operator as a batched TensorFlow op with gradients.
-- `operators`: named problem set-ups and ray transforms.
+- `load_pretrained`: a trained model from the weights shipped in ``data/weights``.
+- modules: `operators` (set-ups, ray transforms), `tf_ops` (the bridge),
+  `phantoms`, `datasets` (noise, pipelines, real data), `classical` (FBP, TV,
+  Tikhonov), `metrics`, `evaluation`, `networks` (LPD, learned primal, LGD,
+  U-Net), `training`, `config`.
 """
 
 from __future__ import annotations
@@ -16,13 +20,35 @@ import importlib
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["as_tf_operator", "operators", "config", "__version__"]
+__all__ = [
+    "as_tf_operator",
+    "load_pretrained",
+    "operators",
+    "tf_ops",
+    "phantoms",
+    "datasets",
+    "classical",
+    "metrics",
+    "evaluation",
+    "networks",
+    "training",
+    "config",
+    "__version__",
+]
 
 _LAZY = {
     "as_tf_operator": ("lpd.tf_ops", "as_tf_operator"),
     "operators": ("lpd.operators", None),
     "config": ("lpd.config", None),
     "tf_ops": ("lpd.tf_ops", None),
+    "load_pretrained": ("lpd.training", "load_pretrained"),
+    "phantoms": ("lpd.phantoms", None),
+    "datasets": ("lpd.datasets", None),
+    "classical": ("lpd.classical", None),
+    "metrics": ("lpd.metrics", None),
+    "evaluation": ("lpd.evaluation", None),
+    "networks": ("lpd.networks", None),
+    "training": ("lpd.training", None),
 }
 
 

@@ -53,6 +53,26 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from lpd import training
+
+    overrides = {}
+    for field in ("steps", "batch_size", "seed"):
+        value = getattr(args, field)
+        if value is not None:
+            overrides[field] = value
+    config = None
+    if not (args.resume and args.method is None):
+        config = training.make_config(args.method or "lpd", args.setup, args.preset,
+                                      **overrides)
+    max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
+    print(f"lpd train: writing to {args.out}")
+    result = training.train(config, args.out, resume=args.resume, force=args.force,
+                            max_seconds=max_seconds)
+    print(result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``lpd`` command."""
     from lpd import __version__
@@ -81,6 +101,36 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--lodopab", metavar="DIR",
                       help="directory of LoDoPaB-CT files (default: $LPD_LODOPAB_DIR)")
     data.set_defaults(func=_cmd_datasets)
+
+    from lpd.training import METHODS, PRESETS
+
+    train = commands.add_parser(
+        "train", help="train a learned reconstructor (resumable)",
+        description="Train LPD, learned primal, learned gradient descent or FBP + U-Net. "
+                    "Checkpoints, the configuration (JSON), the training log and "
+                    "TensorBoard summaries go into --out; Ctrl-C saves and stops, and "
+                    "--resume continues exactly where the run stopped.")
+    train.add_argument("--setup", default=None,
+                       help="problem set-up (default: the preset's, 'ellipses'); "
+                            "see 'lpd setups'")
+    train.add_argument("--method", choices=METHODS, default=None,
+                       help="lpd, lp (learned primal), lgd (learned gradient descent) or "
+                            "unet (FBP + U-Net); default lpd, or the saved run's with --resume")
+    train.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    train.add_argument("--preset", choices=list(PRESETS), default="quick",
+                       help="'paper': 100 001 steps at batch 5 (about a day on 2 CPU "
+                            "cores); 'quick': minutes on a CPU; 'tiny': a smoke test "
+                            "(default: %(default)s)")
+    train.add_argument("--steps", type=int, help="override the preset's number of steps")
+    train.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    train.add_argument("--seed", type=int, help="seed of weights and data (default 0)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint")
+    train.add_argument("--force", action="store_true",
+                       help="start afresh in a non-empty --out (deletes its training outputs)")
+    train.add_argument("--max-minutes", type=float,
+                       help="stop with a checkpoint after this many minutes (resume later)")
+    train.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -16,6 +16,8 @@ from typing import Any, Literal
 __all__ = [
     "NoiseConfig",
     "ProblemConfig",
+    "NetworkConfig",
+    "TrainingConfig",
     "to_dict",
     "from_dict",
     "to_json",
@@ -176,4 +178,185 @@ def from_json(text: str) -> Any:
     return from_dict(json.loads(text))
 
 
-_REGISTRY: dict[str, type] = {cls.__name__: cls for cls in (NoiseConfig, ProblemConfig)}
+_METHODS = ("lpd", "lp", "lgd", "unet")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Which learned reconstructor to build, and its size (see `lpd.networks`).
+
+    The defaults are the papers' settings. Fields that a method does not use are
+    ignored by it (they keep their defaults in saved configurations).
+
+    Parameters
+    ----------
+    method : {"lpd", "lp", "lgd", "unet"}
+        Learned Primal-Dual, Learned Primal, learned gradient descent, or FBP + U-Net.
+    n_iter : int
+        Unrolled iterations (lpd, lp, lgd).
+    n_primal, n_dual : int
+        Primal and dual channels (lpd; lp uses ``n_primal``).
+    filters : int
+        Width of the hidden layers of each update block (lpd, lp, lgd).
+    n_memory : int
+        Memory channels of learned gradient descent.
+    data_gradient, regulariser_gradient : bool
+        Inputs of learned gradient descent (its paper's ablation).
+    initial : {"zeros", "fbp"} or None
+        Start of the unrolled schemes; ``None`` takes the paper's (zeros for lpd
+        and lp, the FBP for lgd).
+    features, depth : int
+        Width at the finest level and number of poolings of the U-Net.
+    widths : {"reference", "doubling"}
+        Channel rule of the U-Net (``"reference"`` reproduces the original code's
+        9.7e6-parameter network; see `lpd.networks.UNet`).
+    fbp_filter : str
+        Window of the ramp filter of the network's FBP layer (U-Net input, lgd start).
+    fbp_frequency_scaling : float
+        Relative cut-off of that filter, in ``(0, 1]``.
+    data_model : {"auto", "linear", "prelog"}
+        ``"prelog"``: the non-linear model ``exp(-mu A x)`` inside the network
+        (Poisson set-ups of the human experiment); ``"auto"`` takes it for
+        Poisson set-ups with pre-log data and the linear model otherwise.
+    """
+
+    method: Literal["lpd", "lp", "lgd", "unet"] = "lpd"
+    n_iter: int = 10
+    n_primal: int = 5
+    n_dual: int = 5
+    filters: int = 32
+    n_memory: int = 5
+    data_gradient: bool = True
+    regulariser_gradient: bool = True
+    initial: Literal["zeros", "fbp"] | None = None
+    features: int = 64
+    depth: int = 4
+    widths: Literal["reference", "doubling"] = "reference"
+    fbp_filter: str = "hann"
+    fbp_frequency_scaling: float = 1.0
+    data_model: Literal["auto", "linear", "prelog"] = "auto"
+
+    def __post_init__(self):
+        if self.method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
+        for field in ("n_iter", "n_primal", "n_dual", "filters", "features", "depth"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.n_memory < 0:
+            raise ValueError(f"n_memory must be >= 0, got {self.n_memory}")
+        if self.initial not in (None, "zeros", "fbp"):
+            raise ValueError(f"initial must be None, 'zeros' or 'fbp', got {self.initial!r}")
+        if self.widths not in ("reference", "doubling"):
+            raise ValueError(f"widths must be 'reference' or 'doubling', got {self.widths!r}")
+        if self.data_model not in ("auto", "linear", "prelog"):
+            raise ValueError(
+                f"data_model must be 'auto', 'linear' or 'prelog', got {self.data_model!r}"
+            )
+        if not 0 < self.fbp_frequency_scaling <= 1:
+            raise ValueError(
+                f"fbp_frequency_scaling must be in (0, 1], got {self.fbp_frequency_scaling}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Everything that decides the result of a training run (see `lpd.training.train`).
+
+    Parameters
+    ----------
+    setup : str or ProblemConfig
+        The problem: a name of `lpd.operators.SETUPS` or a user's configuration.
+    network : NetworkConfig
+        The reconstructor.
+    steps : int
+        Optimiser steps; the cosine schedule decays the learning rate to 0 over them.
+    batch_size : int
+        Samples per step (the global batch, split over devices).
+    learning_rate, beta_2 : float
+        Adam's initial learning rate and second-moment decay (1e-3, 0.99 in the paper).
+    clip_global_norm : float
+        Gradients are scaled to at most this global norm (1 in the paper).
+    seed : int
+        Seed of the weights' initialisation and of the training data stream.
+    images : str
+        Training images: a phantom family of `lpd.phantoms` (``"ellipses"``) or
+        ``"real_ct"`` (`lpd.datasets.real_ct_slices`, train and validation splits).
+    post_log : bool
+        Train on post-log data (Poisson set-ups only).
+    validation_size : int
+        Samples of the fixed validation set (random phantoms; a real-CT split
+        is taken whole).
+    validation_seed : int
+        Seed of the validation set.
+    validation_every, checkpoint_every, log_every : int
+        Intervals, in steps, of validation (PSNR/SSIM, best checkpoint), of
+        checkpoints, and of the progress line and TensorBoard scalars.
+    keep_checkpoints : int
+        Periodic checkpoints kept besides the best one.
+    psnr_data_range : float
+        Data range of PSNR and SSIM (1, as in the paper).
+    operator_backend : {"auto", "matrix", "odl"}
+        Back-end of `lpd.as_tf_operator`.
+    deterministic : bool
+        Enable TensorFlow's op determinism, so that a resumed run reproduces an
+        uninterrupted one bit for bit (process-wide and irreversible).
+    distribute : {"auto", "none", "mirrored"}
+        ``"auto"``: `tf.distribute.MirroredStrategy` when more than one GPU (or
+        more than one logical CPU device) is visible; ``"mirrored"`` forces it.
+    """
+
+    setup: Any = "ellipses"
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
+    steps: int = 100_001
+    batch_size: int = 5
+    learning_rate: float = 1e-3
+    beta_2: float = 0.99
+    clip_global_norm: float = 1.0
+    seed: int = 0
+    images: str = "ellipses"
+    post_log: bool = False
+    validation_size: int = 16
+    validation_seed: int = 1
+    validation_every: int = 500
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    psnr_data_range: float = 1.0
+    operator_backend: Literal["auto", "matrix", "odl"] = "auto"
+    deterministic: bool = True
+    distribute: Literal["auto", "none", "mirrored"] = "auto"
+
+    def __post_init__(self):
+        if isinstance(self.network, dict):
+            object.__setattr__(self, "network", from_dict(self.network)
+                               if "__type__" in self.network else NetworkConfig(**self.network))
+        if isinstance(self.setup, dict):
+            object.__setattr__(self, "setup", from_dict(self.setup)
+                               if "__type__" in self.setup else ProblemConfig(**self.setup))
+        if not isinstance(self.setup, str | ProblemConfig):
+            raise TypeError(f"setup must be a set-up name or a ProblemConfig, got {self.setup!r}")
+        if not isinstance(self.network, NetworkConfig):
+            raise TypeError(f"network must be a NetworkConfig, got {self.network!r}")
+        for field in ("steps", "batch_size", "validation_size", "validation_every",
+                      "checkpoint_every", "log_every", "keep_checkpoints"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        for field in ("learning_rate", "clip_global_norm", "psnr_data_range"):
+            value = getattr(self, field)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{field} must be finite and > 0, got {value}")
+        if not 0 <= self.beta_2 < 1:
+            raise ValueError(f"beta_2 must be in [0, 1), got {self.beta_2}")
+        if self.seed < 0 or self.validation_seed < 0:
+            raise ValueError("seeds must be >= 0")
+        if self.operator_backend not in ("auto", "matrix", "odl"):
+            raise ValueError(f"unknown operator_backend {self.operator_backend!r}")
+        if self.distribute not in ("auto", "none", "mirrored"):
+            raise ValueError(
+                f"distribute must be 'auto', 'none' or 'mirrored', got {self.distribute!r}"
+            )
+
+
+_REGISTRY: dict[str, type] = {
+    cls.__name__: cls for cls in (NoiseConfig, ProblemConfig, NetworkConfig, TrainingConfig)
+}

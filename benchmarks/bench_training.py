@@ -1,0 +1,155 @@
+"""Speed and memory of training and reconstruction for each learned method.
+
+Prints, in one run, for each model (LGD, Learned Primal, LPD, FBP + U-Net at the
+papers' sizes, and the U-Net of the ``quick`` preset) at batch 1 and 5 on the
+ellipse set-up (128 x 128, 30 angles):
+
+- ``step s``: median seconds per training step, the step of `lpd.training`
+  (forward, gradient, clipping, Adam) compiled with ``tf.function``;
+- ``stand-in s``: the same step with the ray transform replaced by a stand-in
+  of the same shapes that costs almost nothing (a bilinear resize between the
+  image and sinogram shapes, both ways);
+- ``operator share``: ``1 - stand-in / step``, the part of the step spent in the
+  operator and its bridge (target: below 25 % for LPD);
+- ``recon ms/image``: median inference time per image (``model(y)`` in ``tf.function``);
+- ``peak RSS MiB``: the process's peak resident memory after the model's
+  measurements (``resource.getrusage``; cumulative, models run from small to large).
+
+Target on 2 CPU cores: an LPD training step at batch 1 in at most 0.2 s.
+
+Run: ``python benchmarks/bench_training.py [--repeats 10] [--models lpd,lp]
+[--batches 1,5]``. Measure on an otherwise idle machine: the figures scale with
+the free cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import lpd  # noqa: E402
+from lpd import networks, operators, training  # noqa: E402
+from lpd.config import NetworkConfig  # noqa: E402
+
+MODELS = {
+    "lgd": NetworkConfig(method="lgd"),
+    "lp": NetworkConfig(method="lp"),
+    "lpd": NetworkConfig(method="lpd"),
+    "unet-quick": NetworkConfig(method="unet",
+                                **training.PRESETS["quick"]["network"]["unet"]),
+    "unet": NetworkConfig(method="unet"),
+}
+
+
+class StandIn:
+    """An operator of the same shapes as the ray transform that costs (almost) nothing.
+
+    Forward: a bilinear resize of the image to the sinogram shape; "adjoint":
+    the resize back (not the exact transpose, which timing does not need).
+    Linear, differentiable, about 0.1 ms per call.
+    """
+
+    def __init__(self, domain_shape, range_shape):
+        self.domain_shape = tuple(domain_shape)
+        self.range_shape = tuple(range_shape)
+        self._adjoint = _Transpose(self)
+
+    def __call__(self, x):
+        return _resize(x, self.range_shape)
+
+    @property
+    def adjoint(self):
+        return self._adjoint
+
+
+class _Transpose:
+    def __init__(self, forward):
+        self.forward = forward
+        self.domain_shape, self.range_shape = forward.range_shape, forward.domain_shape
+
+    def __call__(self, y):
+        return _resize(y, self.range_shape)
+
+    @property
+    def adjoint(self):
+        return self.forward
+
+
+def _resize(x, shape):
+    return tf.image.resize(x, shape)
+
+
+def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def step_seconds(network: NetworkConfig, operator, batch: int, repeats: int) -> float:
+    keras.utils.set_random_seed(0)
+    model = training.build_model(network, "ellipses", operator=operator)
+    optimizer = keras.optimizers.Adam(1e-3, beta_2=0.99)
+    optimizer.build(model.trainable_variables)
+    step = training._make_train_step(model, optimizer, tf.distribute.get_strategy(), 1.0,
+                                     batch)
+    rng = np.random.default_rng(0)
+    data = tf.constant(rng.standard_normal((batch, *operator.range_shape, 1)), tf.float32)
+    images = tf.constant(rng.random((batch, *operator.domain_shape, 1)), tf.float32)
+    return median_seconds(lambda: float(step(data, images)[0]), repeats)
+
+
+def recon_seconds(network: NetworkConfig, operator, batch: int, repeats: int) -> float:
+    model = training.build_model(network, "ellipses", operator=operator)
+    predict = tf.function(lambda y: model(y))
+    data = tf.zeros((batch, *operator.range_shape, 1))
+    return median_seconds(lambda: predict(data).numpy(), repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--batches", default="1,5")
+    args = parser.parse_args()
+    models = [m for m in args.models.split(",") if m]
+    batches = [int(b) for b in args.batches.split(",")]
+
+    setup = operators.get_setup("ellipses")
+    operator = lpd.as_tf_operator(setup.operator)
+    stand_in = StandIn(operator.domain_shape, operator.range_shape)
+    print(f"ellipses: {operator.domain_shape} -> {operator.range_shape}, operator back-end "
+          f"{operator.backend!r}; TF {tf.__version__}, {os.cpu_count()} CPUs, "
+          f"GPUs: {len(tf.config.list_physical_devices('GPU'))}")
+    header = (f"{'model':<11} {'params':>10} {'batch':>5} {'step s':>8} {'stand-in s':>10} "
+              f"{'op share':>8} {'recon ms/img':>12} {'peak RSS MiB':>12}")
+    print(header)
+    print("-" * len(header))
+    for name in models:
+        network = MODELS[name]
+        params = networks.count_parameters(training.build_model(network, "ellipses",
+                                                                operator=operator))
+        for batch in batches:
+            real = step_seconds(network, operator, batch, args.repeats)
+            cheap = step_seconds(network, stand_in, batch, args.repeats)
+            recon = recon_seconds(network, operator, batch, args.repeats) / batch
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"{name:<11} {params:>10,} {batch:>5} {real:>8.3f} {cheap:>10.3f} "
+                  f"{1 - cheap / real:>8.1%} {1e3 * recon:>12.1f} {peak:>12.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

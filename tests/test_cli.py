@@ -1,0 +1,50 @@
+"""Tests for the ``lpd`` command (lpd.cli)."""
+
+import json
+
+import pytest
+
+from lpd.cli import main
+
+
+def test_setups_lists_every_setup(capsys):
+    assert main(["setups"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ellipses", "ellipses_small", "human", "human_small"):
+        assert f"\n{name}\n" in f"\n{out}"
+    assert "30 angles, data 30 x 183" in out
+    assert "A / ||A||" in out
+
+
+def test_unknown_setup_is_a_clear_error(capsys):
+    assert main(["setups", "elipses"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown set-up 'elipses'" in err and "ellipses" in err
+
+
+def test_datasets_lists_every_source(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ellipses", "shepp_logan", "head_ct", "pydicom_ct", "mayo", "lodopab"):
+        assert name in out
+
+
+def test_help_of_every_command(capsys):
+    for command in ("setups", "datasets", "train"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert "--" in capsys.readouterr().out
+
+
+def test_train_tiny_then_refuse_to_overwrite_then_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--preset", "tiny", "--method", "lgd", "--steps", "4", "--out", str(out)]
+    assert main(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["steps"] == 4
+    # A second fresh run into the same directory must not overwrite the first.
+    assert main(args) == 2
+    assert "exist" in capsys.readouterr().err
+    # Resuming a finished run is allowed and changes nothing.
+    assert main(["train", "--resume", "--out", str(out)]) == 0

@@ -1,0 +1,269 @@
+"""Tests for lpd.networks: shapes, parameter counts, gradients, learning, round trips.
+
+Parameter counts are checked on the paper's ellipse set-up (they equal the
+original code's); everything that runs the networks uses the 64 x 64 set-up
+``ellipses_small`` with fewer iterations and filters, to stay fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+import lpd  # noqa: E402
+from lpd import networks, operators  # noqa: E402
+
+SMALL = dict(n_iter=2, filters=8)
+
+
+@pytest.fixture(scope="module")
+def op():
+    return lpd.as_tf_operator(operators.get_setup("ellipses_small").operator)
+
+
+@pytest.fixture(scope="module")
+def op_paper():
+    return lpd.as_tf_operator(operators.get_setup("ellipses").operator)
+
+
+def _small_models(op):
+    return {
+        "lpd": networks.LearnedPrimalDual(op, setup="ellipses_small", **SMALL),
+        "lp": networks.LearnedPrimal(op, setup="ellipses_small", **SMALL),
+        "lgd": networks.LearnedGradientDescent(op, setup="ellipses_small", **SMALL),
+        "unet": networks.FBPUNet(op, features=4, depth=2, widths="doubling",
+                                 setup="ellipses_small"),
+        "lpd_prelog": networks.LearnedPrimalDual(op, prelog_mu=0.5, **SMALL),
+        "lgd_prelog": networks.LearnedGradientDescent(op, prelog_mu=0.5, **SMALL),
+    }
+
+
+def _phantoms(n, shape, seed=0):
+    """Random discs: a cheap stand-in for the ellipse phantoms."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]),
+                         indexing="ij")
+    images = np.zeros((n, *shape, 1), np.float32)
+    for image in images:
+        for _ in range(4):
+            cx, cy, r = rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), rng.uniform(0.1, 0.4)
+            image[..., 0] += rng.uniform(0.2, 0.5) * ((xx - cx) ** 2 + (yy - cy) ** 2 < r**2)
+    return images
+
+
+def test_parameter_counts_equal_the_original_code(op_paper):
+    # LPD: about 2.5e5 with one PReLU slope per channel (253 220 in the original).
+    lpd_model = networks.LearnedPrimalDual(op_paper)
+    count = networks.count_parameters(lpd_model)
+    assert abs(count - 2.5e5) / 2.5e5 < 0.05
+    assert count == 253_220
+    assert networks.count_parameters(networks.LearnedPrimal(op_paper)) == 125_170
+    assert networks.count_parameters(networks.LearnedGradientDescent(op_paper)) == 13_318
+    # The original's reference U-Net (64 features, depth 4): "10^7" in the tables.
+    assert networks.count_parameters(networks.FBPUNet(op_paper)) == 9_699_423
+
+
+def test_prelu_has_one_slope_per_channel(op_paper):
+    model = networks.LearnedPrimalDual(op_paper, n_iter=1)
+    alphas = [v for v in model.trainable_variables if "alpha" in v.path]
+    assert alphas and all(tuple(v.shape) == (1, 1, 32) for v in alphas)
+
+
+def test_models_are_built_before_the_first_call(op):
+    for model in _small_models(op).values():
+        before = [v.path for v in model.trainable_variables]
+        model(tf.zeros((1, *op.range_shape, 1)))
+        assert [v.path for v in model.trainable_variables] == before
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_output_shapes(op, batch):
+    y = tf.random.stateless_normal((batch, *op.range_shape, 1), seed=(1, 2))
+    for name, model in _small_models(op).items():
+        # Pre-log data are photon fractions in (0, 1].
+        out = model(tf.exp(-tf.abs(y)) if "prelog" in name else y)
+        assert tuple(out.shape) == (batch, *op.domain_shape, 1), name
+        assert out.dtype == tf.float32
+        assert np.all(np.isfinite(out.numpy())), name
+
+
+def test_output_shape_inside_tf_function(op):
+    model = networks.LearnedPrimalDual(op, **SMALL)
+    out = tf.function(model)(tf.zeros((2, *op.range_shape, 1)))
+    assert tuple(out.shape) == (2, *op.domain_shape, 1)
+
+
+def test_gradient_reaches_every_layer(op):
+    x = _phantoms(2, op.domain_shape)
+    y = op(x)
+    for name, model in _small_models(op).items():
+        target = x if "prelog" not in name else x * 0.1
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(y if "prelog" not in name else tf.exp(-y)) - target)
+                                  ** 2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        dead = [v.path for v, g in zip(model.trainable_variables, grads, strict=True)
+                if g is None or not np.any(g.numpy() != 0)]
+        assert not dead, f"{name}: no gradient reaches {dead}"
+
+
+@pytest.mark.parametrize("name", ["lpd", "lp", "lgd", "unet"])
+def test_a_few_steps_lower_the_loss(op, name):
+    keras.utils.set_random_seed(0)
+    model = _small_models(op)[name]
+    x = _phantoms(4, op.domain_shape, seed=1)
+    y = op(x)
+    optimizer = keras.optimizers.Adam(1e-3, beta_2=0.99)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(y) - x) ** 2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        grads, _ = tf.clip_by_global_norm(grads, 1.0)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss
+
+    losses = [float(step()) for _ in range(25)]
+    # The U-Net starts from the FBP, already close on noise-free data.
+    assert losses[-1] < (0.9 if name == "unet" else 0.7) * losses[0], losses
+
+
+def test_learned_primal_dual_zero_weights_give_zero_image(op):
+    # Zero start and residual updates: with all weights zero the output is 0.
+    model = networks.LearnedPrimalDual(op, **SMALL)
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    assert np.all(model(tf.ones((1, *op.range_shape, 1))).numpy() == 0)
+
+
+def test_lgd_with_zero_weights_returns_the_fbp(op):
+    model = networks.LearnedGradientDescent(op, **SMALL)
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    y = op(_phantoms(1, op.domain_shape))
+    np.testing.assert_allclose(model(y).numpy(), model.fbp(y).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lpd", "lp", "lgd", "unet", "lpd_prelog"])
+def test_config_round_trip_with_weights(op, name):
+    model = _small_models(op)[name]
+    model.set_weights([w + 0.01 * np.arange(w.size, dtype=np.float32).reshape(w.shape) % 0.1
+                       for w in model.get_weights()])
+    y = tf.random.stateless_uniform((2, *op.range_shape, 1), seed=(3, 4))
+    config = model.get_config()
+    clone = type(model).from_config(config, operator=op)
+    assert clone.get_config() == config
+    clone.set_weights(model.get_weights())
+    np.testing.assert_array_equal(clone(y).numpy(), model(y).numpy())
+
+
+def test_keras_serialisation_rebuilds_the_operator_from_the_setup(op, tmp_path):
+    model = networks.LearnedPrimal(op, setup="ellipses_small", **SMALL)
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(model))
+    assert isinstance(restored, networks.LearnedPrimal)
+    path = tmp_path / "lp.weights.h5"
+    model.save_weights(path)
+    restored.load_weights(path)
+    y = tf.random.stateless_uniform((1, *op.range_shape, 1), seed=(5, 6))
+    np.testing.assert_allclose(restored(y).numpy(), model(y).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_from_config_without_setup_or_operator_says_what_to_do(op):
+    config = networks.LearnedPrimalDual(op, **SMALL).get_config()
+    with pytest.raises(ValueError, match="operator"):
+        networks.LearnedPrimalDual.from_config(config)
+
+
+def test_named_models_refuse_contradicting_settings(op):
+    with pytest.raises(ValueError, match="UnrolledReconstructor"):
+        networks.LearnedPrimalDual(op, share_weights=True)
+    with pytest.raises(ValueError, match="n_dual"):
+        networks.UnrolledReconstructor(op, dual_step="residual", n_dual=5)
+
+
+def test_fast_convolution_gradients_equal_keras(op):
+    x = tf.random.stateless_normal((2, 12, 10, 32), seed=(7, 8))
+    for filters in (5, 32):
+        ours = networks._Conv2D(filters, 3, padding="same")
+        ref = keras.layers.Conv2D(filters, 3, padding="same")
+        ours.build(x.shape)
+        ref.build(x.shape)
+        ref.set_weights([w + 0.1 for w in ours.get_weights()])
+        ours.set_weights(ref.get_weights())
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            a, b = ours(x), ref(x)
+            la, lb = tf.reduce_sum(a * a), tf.reduce_sum(b * b)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+        for ga, gb in zip(tape.gradient(la, [x, *ours.trainable_variables]),
+                          tape.gradient(lb, [x, *ref.trainable_variables]), strict=True):
+            np.testing.assert_allclose(ga.numpy(), gb.numpy(), rtol=1e-4,
+                                       atol=1e-4 * float(np.abs(gb.numpy()).max()))
+
+
+def test_prelu_equals_keras():
+    x = tf.random.stateless_normal((2, 6, 7, 4), seed=(9, 10))
+    ours = networks._PReLU(shared_axes=[1, 2])
+    ref = keras.layers.PReLU(shared_axes=[1, 2])
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ours.set_weights([np.array([[[0.1, -0.2, 0.3, 0.0]]], np.float32)])
+    ref.set_weights(ours.get_weights())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        a, b = ours(x), ref(x)
+        la, lb = tf.reduce_sum(a**2), tf.reduce_sum(b**2)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+    for ga, gb in zip(tape.gradient(la, [x, ours.alpha]), tape.gradient(lb, [x, ref.alpha]),
+                      strict=True):
+        np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), rtol=1e-5, atol=1e-6)
+
+
+def test_smoothness_gradient_is_the_gradient_of_the_difference_norm():
+    f = tf.random.stateless_normal((2, 9, 7, 1), seed=(11, 12))
+
+    def energy(f):
+        dx = tf.concat([f[:, 1:], tf.zeros_like(f[:, :1])], axis=1) - f
+        dy = tf.concat([f[:, :, 1:], tf.zeros_like(f[:, :, :1])], axis=2) - f
+        return 0.5 * tf.reduce_sum(dx**2 + dy**2)
+
+    with tf.GradientTape() as tape:
+        tape.watch(f)
+        e = energy(f)
+    np.testing.assert_allclose(networks._smoothness_gradient(f).numpy(),
+                               tape.gradient(e, f).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_fbp_layer_matches_odl_fbp(op):
+    from odl.applications import tomo
+
+    setup = operators.get_setup("ellipses_small")
+    x = _phantoms(1, op.domain_shape)
+    y = op(x)
+    ours = networks.FilteredBackProjection(op)(y).numpy()[0, ..., 0]
+    reference = (tomo.fbp_op(setup.ray_trafo, filter_type="Hann")
+                 * setup.opnorm)(y.numpy()[0, ..., 0]).data
+    error = np.linalg.norm(ours - reference) / np.linalg.norm(reference)
+    assert error < 0.1
+    # And it is a reconstruction: much closer to the phantom than zero is.
+    assert np.linalg.norm(ours - x[0, ..., 0]) < 0.5 * np.linalg.norm(x)
+
+
+def test_duck_typed_operator_is_accepted():
+    class Resize:
+        domain_shape, range_shape = (16, 16), (8, 12)
+
+        def __call__(self, x):
+            return tf.image.resize(x, self.range_shape)
+
+        @property
+        def adjoint(self):
+            return lambda y: tf.image.resize(y, self.domain_shape)
+
+    model = networks.LearnedPrimalDual(Resize(), n_iter=1, filters=4)
+    assert tuple(model(tf.zeros((1, 8, 12, 1))).shape) == (1, 16, 16, 1)
+    with pytest.raises(TypeError, match="TFOperator"):
+        networks.LearnedPrimalDual(object())

@@ -1,0 +1,291 @@
+"""Tests for lpd.training: the loop, checkpoints, resume, failures, devices, loading.
+
+Runs tiny networks on the 64 x 64 set-up ``ellipses_small`` with a small numpy
+data stream, so that each run takes seconds. Two tests run in a subprocess:
+exact resume (it enables TensorFlow's process-wide op determinism) and
+training on two logical CPU devices (which must be configured before
+TensorFlow starts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+import lpd  # noqa: E402
+from lpd import config as lpd_config  # noqa: E402
+from lpd import operators, training  # noqa: E402
+
+SETUP = "ellipses_small"
+
+
+def _config(method="lpd", **overrides):
+    fields = dict(steps=6, batch_size=2, validation_every=3, checkpoint_every=2,
+                  log_every=2, deterministic=False, seed=5)
+    fields.update(overrides)
+    return training.make_config(method, SETUP, "tiny", **fields)
+
+
+def _stream(batch_size=2, nan_at=None, interrupt_at=None):
+    """A deterministic data stream: batch k depends on k only, starts at ``start``."""
+    op = lpd.as_tf_operator(operators.get_setup(SETUP).operator)
+    shape = op.domain_shape
+    yy, xx = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]),
+                         indexing="ij")
+
+    def batch(k):
+        rng = np.random.default_rng(1000 + k)
+        images = np.zeros((batch_size, *shape, 1), np.float32)
+        for image in images:
+            for _ in range(3):
+                c = rng.uniform(-0.5, 0.5, 2)
+                r = rng.uniform(0.1, 0.4)
+                image[..., 0] += rng.uniform(0.2, 0.5) * (((xx - c[0]) ** 2
+                                                           + (yy - c[1]) ** 2) < r**2)
+        data = op(images).numpy()
+        data += 0.01 * rng.standard_normal(data.shape).astype(np.float32)
+        if k == nan_at:
+            data[0, 0, 0, 0] = np.nan
+        return data, images
+
+    def start_at(start):
+        k = start
+        while True:
+            if k == interrupt_at:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield batch(k)
+            k += 1
+
+    validation = tuple(np.concatenate(a) for a in zip(batch(10_000), batch(10_001),
+                                                       strict=True))
+    return start_at, validation
+
+
+def _quiet(line):
+    pass
+
+
+def test_training_writes_config_checkpoints_and_summaries(tmp_path):
+    data, validation = _stream()
+    config = _config()
+    result = training.train(config, tmp_path, data=data, validation=validation, log=_quiet)
+    assert result.status == "completed" and result.step == 6
+    assert lpd_config.from_json((tmp_path / "config.json").read_text()) == config
+    index = json.loads((tmp_path / "checkpoints" / "index.json").read_text())
+    assert index["latest"] == "step-00000006"
+    assert index["best"] in {"step-00000003", "step-00000006"}
+    checkpoint = tmp_path / "checkpoints" / "step-00000006"
+    for name in ("model.npz", "optimizer.npz", "state.json", "config.json"):
+        assert (checkpoint / name).exists()
+    state = json.loads((checkpoint / "state.json").read_text())
+    assert state["step"] == 6 and state["batches"] == 6
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history] == [0, 3, 6]
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    # Old periodic checkpoints are pruned (keep_checkpoints=2, plus the best).
+    assert len(list((tmp_path / "checkpoints").glob("step-*"))) <= 3
+
+
+def test_refuses_to_overwrite_a_run_without_resume_or_force(tmp_path):
+    data, validation = _stream()
+    training.train(_config(steps=2), tmp_path, data=data, validation=validation, log=_quiet)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        training.train(_config(steps=2), tmp_path, data=data, validation=validation,
+                       log=_quiet)
+    result = training.train(_config(steps=2), tmp_path, force=True, data=data,
+                            validation=validation, log=_quiet)
+    assert result.step == 2
+
+
+def test_resume_refuses_a_different_configuration(tmp_path):
+    data, validation = _stream()
+    training.train(_config(steps=2), tmp_path, data=data, validation=validation, log=_quiet)
+    with pytest.raises(ValueError, match="learning_rate"):
+        training.train(_config(steps=2, learning_rate=1e-2), tmp_path, resume=True,
+                       data=data, validation=validation, log=_quiet)
+
+
+def test_interrupt_saves_and_resume_continues(tmp_path):
+    data, validation = _stream(interrupt_at=3)
+    lines = []
+    result = training.train(_config(), tmp_path, data=data, validation=validation,
+                            log=lines.append)
+    assert result.status == "interrupted" and result.step == 4
+    assert (tmp_path / "checkpoints" / "step-00000004" / "state.json").exists()
+    assert any("SIGINT" in line for line in lines)
+    data, _ = _stream()
+    # The configuration is read back from the run directory.
+    result = training.train(None, tmp_path, resume=True, data=data, validation=validation,
+                            log=_quiet)
+    assert result.status == "completed" and result.step == 6
+
+
+def test_resume_after_a_crash_during_a_checkpoint_write(tmp_path):
+    data, validation = _stream(interrupt_at=2)
+    training.train(_config(), tmp_path, data=data, validation=validation, log=_quiet)
+    # A crash mid-write leaves a temporary directory and the previous index.
+    root = tmp_path / "checkpoints"
+    (root / ".tmp-step-00000004-1").mkdir()
+    (root / ".tmp-step-00000004-1" / "model.npz").write_bytes(b"partial")
+    data, _ = _stream()
+    result = training.train(_config(), tmp_path, resume=True, data=data,
+                            validation=validation, log=_quiet)
+    assert result.step == 6
+    assert not list(root.glob(".tmp-*"))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    data, validation = _stream(nan_at=4)
+    with pytest.raises(training.NonFiniteLossError, match="step 5") as info:
+        training.train(_config(), tmp_path, data=data, validation=validation, log=_quiet)
+    assert info.value.step == 5
+    assert info.value.checkpoint.name == "step-00000004"
+    index = json.loads((tmp_path / "checkpoints" / "index.json").read_text())
+    assert index["latest"] == "step-00000004"
+    assert not (tmp_path / "checkpoints" / "step-00000005").exists()
+    model = training.load_checkpoint(tmp_path, "latest")
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+def test_huge_learning_rate_is_reported_as_non_finite(tmp_path):
+    data, validation = _stream()
+    with pytest.raises(training.NonFiniteLossError, match="learning rate"):
+        training.train(_config(steps=30, learning_rate=1e30, validation_every=30,
+                               checkpoint_every=30), tmp_path, data=data,
+                       validation=validation, log=_quiet)
+
+
+def test_default_data_pipeline_and_time_limit(tmp_path):
+    config = training.make_config("lgd", preset="tiny", deterministic=False, steps=1000)
+    result = training.train(config, tmp_path, max_seconds=0.0, log=_quiet)
+    assert result.status == "time_limit" and result.step == 0
+    result = training.train(None, tmp_path, resume=True, max_seconds=3.0, log=_quiet)
+    assert result.status == "time_limit" and 0 < result.step < 1000
+
+
+def test_export_and_load_pretrained(tmp_path):
+    data, validation = _stream()
+    run = tmp_path / "run"
+    result = training.train(_config("lp", steps=3), run, data=data, validation=validation,
+                            log=_quiet)
+    weights = tmp_path / "weights"
+    training.export_weights(run, weights / "ellipses_small" / "lp")
+    model = training.load_pretrained("ellipses_small/lp", weights)
+    best = training.load_checkpoint(run, "best")
+    y = validation[0][:1]
+    np.testing.assert_array_equal(model(y).numpy(), best(y).numpy())
+    assert result.best_checkpoint is not None
+
+    with pytest.raises(training.WeightsError, match="available: ellipses_small/lp"):
+        training.load_pretrained("ellipses/lpd", weights)
+    path = weights / "ellipses_small" / "lp" / "model.npz"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(training.WeightsError, match="corrupt"):
+        training.load_pretrained("ellipses_small/lp", weights)
+    (weights / "ellipses_small" / "lp" / "manifest.json").unlink()
+    with pytest.raises(training.WeightsError, match="corrupt"):
+        training.load_pretrained("ellipses_small/lp", weights)
+
+
+def test_load_pretrained_says_when_nothing_is_shipped(tmp_path):
+    with pytest.raises(training.WeightsError, match="no pretrained weights"):
+        training.load_pretrained("ellipses/lpd", tmp_path / "nowhere")
+
+
+def test_presets_and_config_round_trip():
+    paper = training.make_config("lpd", "ellipses", "paper")
+    assert (paper.steps, paper.batch_size, paper.learning_rate, paper.beta_2,
+            paper.clip_global_norm) == (100_001, 5, 1e-3, 0.99, 1.0)
+    assert paper.network == lpd_config.NetworkConfig(method="lpd")
+    for method in training.METHODS:
+        for preset in training.PRESETS:
+            config = training.make_config(method, preset=preset, seed=3)
+            assert config.network.method == method and config.seed == 3
+            assert lpd_config.from_json(lpd_config.to_json(config)) == config
+    assert training.make_config("lpd", "human_small").images == "real_ct"
+    assert training.make_config("lpd", "ellipses").images == "ellipses"
+    with pytest.raises(ValueError, match="preset"):
+        training.make_config("lpd", preset="nope")
+    with pytest.raises(ValueError, match="method"):
+        training.make_config("tv")
+
+
+def test_build_model_picks_the_prelog_model_for_poisson_setups():
+    network = lpd_config.NetworkConfig(method="lpd", n_iter=1, filters=4)
+    assert training.build_model(network, "human_small").prelog_mu == 0.02
+    assert training.build_model(network, "human_small", post_log=True).prelog_mu is None
+    assert training.build_model(network, SETUP).prelog_mu is None
+
+
+def _run_python(*parts: str, timeout: float = 240) -> dict:
+    code = "\n".join(textwrap.dedent(part) for part in parts)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=timeout, env=env,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+_PRELUDE = """
+import json, os, sys, tempfile
+sys.path.insert(0, "tests")
+import numpy as np
+from test_training import _config, _quiet, _stream
+from lpd import training
+out = tempfile.mkdtemp()
+"""
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one():
+    # In a subprocess: op determinism is process-wide and cannot be switched off.
+    result = _run_python(_PRELUDE, """
+    config = _config(deterministic=True)
+    data, validation = _stream()
+    straight = training.train(config, out + "/a", data=data, validation=validation, log=_quiet)
+    data, _ = _stream(interrupt_at=2)
+    first = training.train(config, out + "/b", data=data, validation=validation, log=_quiet)
+    data, _ = _stream()
+    second = training.train(config, out + "/b", resume=True, data=data,
+                            validation=validation, log=_quiet)
+    a, b = straight.model.get_weights(), second.model.get_weights()
+    print(json.dumps({"first": [first.status, first.step], "second": second.step,
+                      "equal": all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)),
+                      "max_diff": max(float(np.abs(x - y).max()) for x, y in zip(a, b))}))
+    """)
+    assert result["first"] == ["interrupted", 3]
+    assert result["second"] == 6
+    assert result["equal"], result
+
+
+def test_training_on_two_logical_cpu_devices():
+    result = _run_python("""
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    """, _PRELUDE, """
+    data, validation = _stream()
+    config = _config(steps=3, distribute="mirrored")
+    two = training.train(config, out + "/two", data=data, validation=validation, log=_quiet)
+    one = training.train(_config(steps=3, distribute="none"), out + "/one", data=data,
+                         validation=validation, log=_quiet)
+    a, b = two.model.get_weights(), one.model.get_weights()
+    diff = max(float(np.abs(x - y).max() / (np.abs(y).max() + 1e-12))
+               for x, y in zip(a, b, strict=True))
+    print(json.dumps({"devices": len(tf.config.list_logical_devices("CPU")),
+                      "status": two.status, "step": two.step, "diff": diff,
+                      "finite": all(bool(np.all(np.isfinite(x))) for x in a)}))
+    """)
+    assert result["devices"] == 2
+    assert result["status"] == "completed" and result["step"] == 3 and result["finite"]
+    # Same update as on one device, up to the order of the summation.
+    assert result["diff"] < 1e-4, result
