@@ -1049,8 +1049,8 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
         log(f"done: {step} steps; best validation PSNR {state['best_psnr']:.2f} dB at step "
             f"{state['best_step']} ({best})")
     else:
-        log(f"stopped ({status}) at step {step}; resume with resume=True (checkpoint "
-            f"{last_checkpoint})")
+        log(f"stopped ({status}) at step {step}; resume with `lpd train --resume --out {out}` "
+            f"or train(..., resume=True) (checkpoint {last_checkpoint})")
     return TrainResult(model=model, status=status, step=step, out_dir=out,
                        checkpoint=last_checkpoint, best_checkpoint=best,
                        best_psnr=state["best_psnr"], history=history)
