@@ -54,6 +54,7 @@ systems. J Res NBS 49(6), 1952 (CGLS).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import itertools
 import json
@@ -300,7 +301,7 @@ class _PoissonKL:
 # Reconstructors
 # ---------------------------------------------------------------------------
 
-class Reconstructor:
+class Reconstructor(abc.ABC):
     """Base of the classical reconstructors: one data array in, one image out.
 
     Subclasses set `key` and `name` and implement ``_reconstruct``; calling a
@@ -383,8 +384,9 @@ class Reconstructor:
         """Reconstruct one image from one data array (see `check_data`)."""
         return self._reconstruct(self.check_data(data))
 
+    @abc.abstractmethod
     def _reconstruct(self, data: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Reconstruct one checked data array (what each method implements)."""
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in self.params.items())

@@ -110,6 +110,15 @@ def _operator_from_setup(setup: Any, backend: str) -> TFOperator:
     return as_tf_operator(operators.get_setup(name).operator, backend=backend)
 
 
+def _from_config(cls, config: dict, operator: TFOperator | None):
+    """``cls(operator, **config)``, rebuilding the operator from the stored set-up if needed."""
+    config = dict(config)
+    if operator is None:
+        operator = _operator_from_setup(config.get("setup"),
+                                        config.get("operator_backend", "auto"))
+    return cls(operator, **config)
+
+
 def _check_operator(operator: Any) -> TFOperator:
     """Accept a `TFOperator`, or any object with the same interface.
 
@@ -317,11 +326,7 @@ class FilteredBackProjection(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config: dict, operator: TFOperator | None = None):
-        config = dict(config)
-        if operator is None:
-            operator = _operator_from_setup(config.get("setup"),
-                                            config.get("operator_backend", "auto"))
-        return cls(operator, **config)
+        return _from_config(cls, config, operator)
 
 
 # ---------------------------------------------------------------------------
@@ -678,11 +683,7 @@ class UnrolledReconstructor(keras.Model):
             The forward operator. When not given it is rebuilt from the set-up
             stored in ``config["setup"]``.
         """
-        config = dict(config)
-        if operator is None:
-            operator = _operator_from_setup(config.get("setup"),
-                                            config.get("operator_backend", "auto"))
-        return cls(operator, **config)
+        return _from_config(cls, config, operator)
 
 
 def _fixed(kwargs: dict, **settings) -> dict:
@@ -1006,8 +1007,4 @@ class FBPUNet(keras.Model):
     @classmethod
     def from_config(cls, config: dict, operator: TFOperator | None = None):
         """Rebuild from `get_config` output; see `UnrolledReconstructor.from_config`."""
-        config = dict(config)
-        if operator is None:
-            operator = _operator_from_setup(config.get("setup"),
-                                            config.get("operator_backend", "auto"))
-        return cls(operator, **config)
+        return _from_config(cls, config, operator)
