@@ -694,6 +694,33 @@ def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def _batch_dataset(make_batch: Callable, data_shape: tuple, image_shape: tuple, start: int,
+                   num_batches: int | None, num_parallel_calls: int | None,
+                   prefetch: int | None, name: str) -> tf.data.Dataset:
+    """Batches ``make_batch(k)`` for ``k = start, start + 1, ...`` as a tf.data pipeline.
+
+    ``make_batch`` is numpy code returning ``(data, images)`` float32 arrays of the
+    given shapes; it runs in tf.data's threads, in order-preserving parallel.
+    """
+    import tensorflow as tf
+
+    def tf_batch(k):
+        data, images = tf.numpy_function(_exit_safe(make_batch), [k],
+                                         (tf.float32, tf.float32), stateful=False,
+                                         name=name)
+        data.set_shape(data_shape)
+        images.set_shape(image_shape)
+        return data, images
+
+    if num_batches is None:
+        indices = tf.data.Dataset.counter(int(start))
+    else:
+        indices = tf.data.Dataset.range(int(start), int(start) + int(num_batches))
+    dataset = indices.map(tf_batch, num_parallel_calls=num_parallel_calls or _workers(),
+                          deterministic=True)
+    return dataset.prefetch(prefetch or 2)
+
+
 def training_pairs(setup: Setup | str, source: ImageSource, batch_size: int, seed: int, *,
                    start: int = 0, num_batches: int | None = None,
                    noise: GaussianNoise | PoissonNoise | None = None, post_log: bool = False,
@@ -756,7 +783,6 @@ def training_pairs(setup: Setup | str, source: ImageSource, batch_size: int, see
     >>> tuple(data.shape), tuple(image.shape)
     ((5, 30, 183, 1), (5, 128, 128, 1))
     """
-    import tensorflow as tf
 
     setup = _as_setup(setup)
     _check_source(setup, source)
@@ -784,21 +810,9 @@ def training_pairs(setup: Setup | str, source: ImageSource, batch_size: int, see
         data = simulate(setup, images, rngs, noise=noise, post_log=post_log)
         return data[..., None], images[..., None]
 
-    def tf_batch(k):
-        data, images = tf.numpy_function(_exit_safe(make_batch), [k],
-                                         (tf.float32, tf.float32), stateful=False,
-                                         name="lpd_training_pairs")
-        data.set_shape((batch_size, *range_shape, 1))
-        images.set_shape((batch_size, *image_shape, 1))
-        return data, images
-
-    if num_batches is None:
-        indices = tf.data.Dataset.counter(int(start))
-    else:
-        indices = tf.data.Dataset.range(int(start), int(start) + int(num_batches))
-    dataset = indices.map(tf_batch, num_parallel_calls=num_parallel_calls or _workers(),
-                          deterministic=True)
-    return dataset.prefetch(prefetch or 2)
+    return _batch_dataset(make_batch, (batch_size, *range_shape, 1),
+                          (batch_size, *image_shape, 1), start, num_batches,
+                          num_parallel_calls, prefetch, "lpd_training_pairs")
 
 
 def measured_pairs(pairs, batch_size: int, seed: int, *, start: int = 0,
@@ -823,7 +837,6 @@ def measured_pairs(pairs, batch_size: int, seed: int, *, start: int = 0,
     tf.data.Dataset
         Elements ``(data, image)``, float32 NHWC.
     """
-    import tensorflow as tf
 
     seed = _check_seed(seed)
     batch_size = int(batch_size)
@@ -846,20 +859,9 @@ def measured_pairs(pairs, batch_size: int, seed: int, *, start: int = 0,
         return (np.stack(data).astype(np.float32)[..., None],
                 np.stack(images).astype(np.float32)[..., None])
 
-    def tf_batch(k):
-        data, images = tf.numpy_function(_exit_safe(make_batch), [k],
-                                         (tf.float32, tf.float32), stateful=False,
-                                         name="lpd_measured_pairs")
-        data.set_shape((batch_size, *data_shape, 1))
-        images.set_shape((batch_size, *image_shape, 1))
-        return data, images
-
-    if num_batches is None:
-        indices = tf.data.Dataset.counter(int(start))
-    else:
-        indices = tf.data.Dataset.range(int(start), int(start) + int(num_batches))
-    return indices.map(tf_batch, num_parallel_calls=num_parallel_calls or _workers(),
-                       deterministic=True).prefetch(2)
+    return _batch_dataset(make_batch, (batch_size, *data_shape, 1),
+                          (batch_size, *image_shape, 1), start, num_batches,
+                          num_parallel_calls, None, "lpd_measured_pairs")
 
 
 def fixed_set(setup: Setup | str, source: ImageSource, n: int | None = None, seed: int = 0, *,
