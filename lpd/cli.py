@@ -73,6 +73,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from lpd import reproduce
+
+    methods = None
+    if args.methods is not None:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    reproduce.run(args.experiment, args.preset, args.out, methods=methods, train=args.train,
+                  force=args.force, images=args.images,
+                  command=reproduce.command_line(["lpd", *sys.argv[1:]]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``lpd`` command."""
     from lpd import __version__
@@ -102,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="directory of LoDoPaB-CT files (default: $LPD_LODOPAB_DIR)")
     data.set_defaults(func=_cmd_datasets)
 
-    from lpd.training import METHODS, PRESETS
+    from lpd.config import METHODS, PRESETS
 
     train = commands.add_parser(
         "train", help="train a learned reconstructor (resumable)",
@@ -118,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "unet (FBP + U-Net); default lpd, or the saved run's with --resume")
     train.add_argument("--out", required=True, metavar="DIR", help="output directory")
     train.add_argument("--preset", choices=list(PRESETS), default="quick",
-                       help="'paper': 100 001 steps at batch 5 (about a day on 2 CPU "
-                            "cores); 'quick': minutes on a CPU; 'tiny': a smoke test "
+                       help="'paper': 100 001 steps at batch 5 (days on 2 CPU cores); "
+                            "'cpu': the schedule of the shipped weights (batch 1, hours); "
+                            "'quick': minutes on a CPU; 'tiny': a smoke test "
                             "(default: %(default)s)")
     train.add_argument("--steps", type=int, help="override the preset's number of steps")
     train.add_argument("--batch-size", type=int, help="override the preset's batch size")
@@ -131,6 +144,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-minutes", type=float,
                        help="stop with a checkpoint after this many minutes (resume later)")
     train.set_defaults(func=_cmd_train)
+
+    reproduce = commands.add_parser(
+        "reproduce", help="regenerate a result table of the paper, with figures",
+        description="Evaluate every method (FBP, TV, Tikhonov, FBP + U-Net, learned gradient "
+                    "descent, Learned Primal, Learned Primal-Dual) on the paper's test case "
+                    "and a held-out set, and write results.csv, results.md, figures and "
+                    "run.json into --out.")
+    reproduce.add_argument("experiment", help="'ellipses' or 'human'")
+    reproduce.add_argument("--preset", default="default",
+                           help="'default' (shipped weights, 100+ held-out samples), 'quick' "
+                                "(a few samples) or 'paper' (the paper's training schedule; "
+                                "for 'human' the paper's 512 x 512 size) "
+                                "(default: %(default)s)")
+    reproduce.add_argument("--out", metavar="DIR",
+                           help="output directory (default: results/EXPERIMENT-PRESET)")
+    reproduce.add_argument("--methods", metavar="KEYS",
+                           help="comma-separated subset of fbp,tv,tikhonov,unet,lgd,lp,lpd")
+    reproduce.add_argument("--train", action="store_true",
+                           help="train the learned models into OUT/training instead of "
+                                "loading the shipped weights (an interrupted run resumes)")
+    reproduce.add_argument("--images", metavar="FILE.npy",
+                           help="evaluate on your own ground-truth images (n, nx, ny) on the "
+                                "set-up's grid instead of the held-out set")
+    reproduce.add_argument("--force", action="store_true",
+                           help="replace the results of an earlier run in --out")
+    reproduce.set_defaults(func=_cmd_reproduce)
     return parser
 
 
@@ -144,9 +183,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
         print(f"lpd {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        # lpd's own run-time errors (missing or corrupt weights, a non-finite
+        # loss) carry a message meant for the user; anything else is a bug.
+        if not getattr(err, "user_facing", False):
+            raise
+        print(f"lpd {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -72,6 +72,9 @@ class EvaluationResult:
         Data range of PSNR and SSIM.
     params : dict
         The reconstructor's settings, where it exposes them.
+    images : numpy.ndarray or None
+        The reconstructions, shape ``(n, height, width)``, when `evaluate` was
+        asked to keep them.
     """
 
     method: str
@@ -85,6 +88,7 @@ class EvaluationResult:
     n_parameters: int | None
     data_range: float
     params: dict = dataclasses.field(default_factory=dict)
+    images: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def n_samples(self) -> int:
@@ -150,9 +154,16 @@ def _as_images(output, expected: tuple[int, ...], what: str) -> np.ndarray:
     return images
 
 
+def _report(progress, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)
+
+
 def evaluate(reconstructor: Callable | Any, data, truth, *, name: str | None = None,
              data_range: float = 1.0, repeats: int = 5, warmup: int = 1,
-             batch_size: int = 16, timed: bool = True) -> EvaluationResult:
+             batch_size: int = 16, timed: bool = True,
+             progress: Callable[[int, int], Any] | None = None,
+             keep_images: bool = False) -> EvaluationResult:
     """Reconstruct a data set, score it with PSNR and SSIM, and time it.
 
     Parameters
@@ -176,6 +187,11 @@ def evaluate(reconstructor: Callable | Any, data, truth, *, name: str | None = N
         Samples per call of ``reconstruct_batch``.
     timed : bool
         Measure the run time (``runtime_ms`` is ``None`` otherwise).
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each sample or batch, for
+        progress output on long runs.
+    keep_images : bool
+        Return the reconstructions in ``result.images`` (for figures).
 
     Returns
     -------
@@ -207,15 +223,20 @@ def evaluate(reconstructor: Callable | Any, data, truth, *, name: str | None = N
         def one(sample):
             return batched(sample[None])
 
-        images = np.concatenate([
-            _as_images(batched(data[i:i + batch_size]),
-                       (len(data[i:i + batch_size]), *image_shape), method)
-            for i in range(0, n, int(batch_size))])
+        chunks = []
+        for i in range(0, n, int(batch_size)):
+            chunk = data[i:i + batch_size]
+            chunks.append(_as_images(batched(chunk), (len(chunk), *image_shape), method))
+            _report(progress, i + len(chunk), n)
+        images = np.concatenate(chunks)
     elif callable(reconstructor):
         one = reconstructor
-        images = np.stack([_as_images(reconstructor(sample), image_shape,
-                                      f"{method} (sample {i})")
-                           for i, sample in enumerate(data)])
+        samples = []
+        for i, sample in enumerate(data):
+            samples.append(_as_images(reconstructor(sample), image_shape,
+                                      f"{method} (sample {i})"))
+            _report(progress, i + 1, n)
+        images = np.stack(samples)
     else:
         raise TypeError(f"{method}: a reconstructor must be callable or have "
                         "reconstruct_batch")
@@ -236,6 +257,7 @@ def evaluate(reconstructor: Callable | Any, data, truth, *, name: str | None = N
         psnr=psnr, ssim=ssim, runtime_ms=runtime_ms,
         n_parameters=_parameter_count(reconstructor), data_range=float(data_range),
         params=dict(params) if isinstance(params, dict) else {},
+        images=images.astype(np.float32) if keep_images else None,
     )
 
 

@@ -68,7 +68,15 @@ import tensorflow as tf
 
 from lpd import networks
 from lpd._io import atomic_write, fsync_dir
-from lpd.config import NetworkConfig, ProblemConfig, TrainingConfig, from_json, to_json
+from lpd.config import (
+    METHODS,
+    PRESETS,
+    NetworkConfig,
+    ProblemConfig,
+    TrainingConfig,
+    from_json,
+    to_json,
+)
 
 __all__ = [
     "PRESETS",
@@ -84,42 +92,6 @@ __all__ = [
     "load_pretrained",
     "default_weights_dir",
 ]
-
-METHODS = ("lpd", "lp", "lgd", "unet")
-
-# Presets as data: overrides of TrainingConfig fields, with per-method network
-# settings under "network". "paper" is the original schedule. "quick" shows each
-# method beating the FBP on the ellipses on a 2-core CPU: measured on a shared
-# machine (about one core free), validation PSNR after 2000 steps against the
-# FBP's 26.0 dB on the same 8 phantoms: LPD 28.3 dB (16 min), Learned Primal
-# 28.6 (12 min), LGD 29.6 (10 min), FBP + U-Net 28.6 (3 min). "tiny" is a smoke
-# test that runs in seconds.
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {
-        "steps": 100_001, "batch_size": 5, "validation_size": 32,
-        "validation_every": 1000, "checkpoint_every": 1000, "log_every": 100,
-        "network": {},
-    },
-    "quick": {
-        "steps": 2000, "batch_size": 1, "validation_size": 8,
-        "validation_every": 250, "checkpoint_every": 250, "log_every": 25,
-        "network": {
-            # A U-Net of the "doubling" kind with 16 features: about 1.9e6
-            # parameters and a step as fast as LPD's on a CPU.
-            "unet": {"features": 16, "depth": 4, "widths": "doubling"},
-        },
-    },
-    "tiny": {
-        "setup": "ellipses_small", "steps": 20, "batch_size": 2, "validation_size": 2,
-        "validation_every": 10, "checkpoint_every": 10, "log_every": 5,
-        "network": {
-            "lpd": {"n_iter": 2, "filters": 8},
-            "lp": {"n_iter": 2, "filters": 8},
-            "lgd": {"n_iter": 2, "filters": 8},
-            "unet": {"features": 4, "depth": 2, "widths": "doubling"},
-        },
-    },
-}
 
 # Fields that may differ between a run and its resumption: they change what is
 # logged or kept, not the weights.
@@ -140,6 +112,8 @@ class NonFiniteLossError(RuntimeError):
         The last good checkpoint (``None`` if none was written yet).
     """
 
+    user_facing = True  # the CLI prints the message instead of a traceback
+
     def __init__(self, message: str, step: int, checkpoint: Path | None):
         super().__init__(message)
         self.step = step
@@ -148,6 +122,8 @@ class NonFiniteLossError(RuntimeError):
 
 class WeightsError(RuntimeError):
     """Saved weights are missing, corrupt, or do not fit the model."""
+
+    user_facing = True  # the CLI prints the message instead of a traceback
 
 
 @dataclasses.dataclass
@@ -202,7 +178,7 @@ def make_config(method: str = "lpd", setup: str | ProblemConfig | None = None,
     setup : str or ProblemConfig, optional
         The problem; the preset's (``"ellipses"`` unless the preset says
         otherwise) by default.
-    preset : {"paper", "quick", "tiny"}
+    preset : {"paper", "quick", "cpu", "tiny"}
         A key of `PRESETS`.
     **overrides
         Fields of `TrainingConfig` (e.g. ``steps=500, batch_size=2, seed=3``);
@@ -492,12 +468,15 @@ def _sha256(path: Path) -> str:
 
 
 def export_weights(run_dir: str | os.PathLike, dest: str | os.PathLike,
-                   which: str = "best") -> Path:
+                   which: str = "best", *, command: str | None = None,
+                   log: str | os.PathLike | None = None) -> Path:
     """Export a checkpoint as shippable pretrained weights.
 
     Writes ``config.json``, ``model.npz`` (weights only, no optimiser state) and
-    ``manifest.json`` (SHA-256 of the weights, step, validation PSNR) into ``dest``,
-    the layout `load_pretrained` reads.
+    ``manifest.json`` (SHA-256 of the weights, step, validation PSNR, the
+    training command) into ``dest``, the layout `load_pretrained` reads, with
+    the run's ``history.jsonl`` and, if given, its console log as ``train.log``:
+    what a user needs to see how the shipped model was made.
 
     Parameters
     ----------
@@ -506,6 +485,10 @@ def export_weights(run_dir: str | os.PathLike, dest: str | os.PathLike,
     dest : path
         Target directory, e.g. ``data/weights/ellipses/lpd``.
     which : {"best", "latest"}
+    command : str, optional
+        The command that trained the run, recorded in the manifest.
+    log : path, optional
+        The run's console output, copied to ``dest/train.log``.
     """
     run_dir, dest = Path(run_dir), Path(dest)
     if (run_dir / "model.npz").exists():
@@ -522,9 +505,15 @@ def export_weights(run_dir: str | os.PathLike, dest: str | os.PathLike,
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.npz"):
         atomic_write(dest / name, (source / name).read_bytes(), overwrite=True)
+    if (run_dir / "history.jsonl").exists():
+        atomic_write(dest / "history.jsonl", (run_dir / "history.jsonl").read_bytes(),
+                     overwrite=True)
+    if log is not None:
+        atomic_write(dest / "train.log", Path(log).read_bytes(), overwrite=True)
     manifest = {"sha256": _sha256(dest / "model.npz"), "step": state.get("step"),
                 "validation": state.get("validation"),
-                "training_seconds": state.get("training_seconds")}
+                "training_seconds": state.get("training_seconds"),
+                "command": command}
     _atomic_write_text(dest / "manifest.json", json.dumps(manifest, indent=2))
     return dest
 

@@ -267,3 +267,32 @@ def test_duck_typed_operator_is_accepted():
     assert tuple(model(tf.zeros((1, 8, 12, 1))).shape) == (1, 16, 16, 1)
     with pytest.raises(TypeError, match="TFOperator"):
         networks.LearnedPrimalDual(object())
+
+
+def test_prelog_physics_rescales_the_derivative_adjoint_by_mu_times_the_norm():
+    # The primal step of the pre-log schemes sees [dT(f)]^*(h) / (mu ||A||); the
+    # unscaled human operator (||A|| about 263) made the untrained network overflow.
+    setup = operators.get_setup("human_small")
+    op = lpd.as_tf_operator(setup.operator)
+    mu = setup.config.noise.mu
+    physics = networks._Physics(op, mu)
+    assert physics.adjoint_scale == pytest.approx(1 / setup.opnorm, rel=1e-3)
+    rng = np.random.default_rng(0)
+    f = tf.constant(rng.uniform(0, 1, (1, *op.domain_shape, 1)), tf.float32)
+    h = tf.constant(rng.standard_normal((1, *op.range_shape, 1)), tf.float32)
+    exact = lpd.tf_ops.PreLogForward(op, mu).derivative_adjoint(f, h).numpy()
+    ours = physics.derivative_adjoint(f, h).numpy()
+    np.testing.assert_allclose(ours, exact / (mu * setup.opnorm), rtol=2e-3,
+                               atol=1e-6 * np.abs(exact).max() / (mu * setup.opnorm))
+    # The forward model is the physics itself, untouched where A f >= 0.
+    np.testing.assert_allclose(physics.forward(f).numpy(),
+                               tf.exp(-mu * op(f)).numpy(), rtol=1e-6)
+
+
+def test_untrained_prelog_lpd_on_the_human_setup_is_finite():
+    setup = operators.get_setup("human_small")
+    op = lpd.as_tf_operator(setup.operator)
+    model = networks.LearnedPrimalDual(op, prelog_mu=setup.config.noise.mu, n_iter=3,
+                                       filters=8)
+    y = tf.exp(-setup.config.noise.mu * op(tf.ones((1, *op.domain_shape, 1))))
+    assert np.all(np.isfinite(model(y).numpy()))

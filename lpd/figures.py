@@ -1,0 +1,123 @@
+"""Figures of the reproduction: reconstructions side by side, error maps, training curves.
+
+Plain matplotlib (the ``Agg`` back-end, so no display is needed); every function
+writes one PNG atomically and returns its path. Nothing here computes a result:
+the figures show arrays and histories that `lpd.reproduce` has already scored.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lpd._io import atomic_write
+
+__all__ = ["reconstruction_figure", "training_curves_figure"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike, overwrite: bool) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return atomic_write(path, buffer.getvalue(), overwrite=overwrite)
+
+
+def reconstruction_figure(truth: np.ndarray, reconstructions: Mapping[str, np.ndarray],
+                          path: str | os.PathLike, *, window: tuple[float, float],
+                          narrow_window: tuple[float, float] | None = None,
+                          scores: Mapping[str, str] | None = None, title: str = "",
+                          overwrite: bool = False) -> Path:
+    """Ground truth and each method side by side, in one or two windows, with error maps.
+
+    Row 1 shows every image in ``window``; row 2 (when ``narrow_window`` is
+    given) in the narrow window that shows low-contrast detail; the last row
+    shows ``|reconstruction - truth|`` on one colour scale for all methods.
+
+    Parameters
+    ----------
+    truth : array, shape (nx, ny)
+    reconstructions : mapping of name to array (nx, ny)
+        In the order of the columns.
+    path : path
+        The PNG to write.
+    window, narrow_window : (low, high)
+        Grey-level windows in the images' units.
+    scores : mapping of name to str, optional
+        A caption under each method's name (e.g. ``"32.1 dB / 0.91"``).
+    title : str
+    overwrite : bool
+        Replace an existing file (it is never replaced otherwise).
+    """
+    plt = _pyplot()
+    truth = np.asarray(truth, dtype=np.float64)
+    names = ["ground truth", *reconstructions]
+    images = [truth, *(np.asarray(r, dtype=np.float64) for r in reconstructions.values())]
+    windows = [("full window", window)]
+    if narrow_window is not None:
+        windows.append(("narrow window", narrow_window))
+    errors = [np.abs(image - truth) for image in images[1:]]
+    error_max = max((float(np.percentile(e, 99.5)) for e in errors), default=1.0) or 1.0
+    n_rows, n_cols = len(windows) + 1, len(images)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.2 * n_cols, 2.35 * n_rows),
+                             squeeze=False)
+    for row, (label, (low, high)) in enumerate(windows):
+        for col, (name, image) in enumerate(zip(names, images, strict=True)):
+            ax = axes[row, col]
+            ax.imshow(image.T, origin="lower", cmap="gray", vmin=low, vmax=high)
+            if row == 0:
+                caption = (scores or {}).get(name, "")
+                ax.set_title(f"{name}\n{caption}" if caption else name, fontsize=8)
+            if col == 0:
+                ax.set_ylabel(f"{label}\n[{low:g}, {high:g}]", fontsize=8)
+    axes[-1, 0].text(0.5, 0.5, f"|error|\n0 to {error_max:.3g}", ha="center", va="center",
+                     fontsize=9, transform=axes[-1, 0].transAxes)
+    for col, error in enumerate(errors, start=1):
+        axes[-1, col].imshow(error.T, origin="lower", cmap="magma", vmin=0, vmax=error_max)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[-1, 0].set_frame_on(False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path, overwrite)
+
+
+def training_curves_figure(histories: Mapping[str, Sequence[Mapping]], path: str | os.PathLike,
+                           *, title: str = "", overwrite: bool = False) -> Path:
+    """Validation PSNR against training step, one line per model.
+
+    Parameters
+    ----------
+    histories : mapping of name to records
+        The ``history.jsonl`` records of each run (``step`` and ``psnr`` used).
+    path : path
+        The PNG to write.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, records in histories.items():
+        steps = [r["step"] for r in records if r.get("psnr") is not None]
+        psnr = [r["psnr"] for r in records if r.get("psnr") is not None]
+        # The untrained model of the pre-log schemes can score far below zero.
+        keep = [i for i, p in enumerate(psnr) if p > 0]
+        ax.plot([steps[i] for i in keep], [psnr[i] for i in keep], marker=".", label=name)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation PSNR (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path, overwrite)

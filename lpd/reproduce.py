@@ -1,0 +1,649 @@
+"""Reproduce the result tables of the Learned Primal-Dual paper: ellipses and human CT.
+
+One function, `run`, behind ``lpd reproduce ellipses|human`` and the thin
+scripts ``experiments/ellipses.py`` and ``experiments/human_ct.py``. For every
+method it loads the shipped weights (or trains them with ``train=True``),
+reconstructs the paper's test case and a held-out set of at least 100 samples,
+and writes into the output directory:
+
+- ``results.csv`` and ``results.md``: PSNR and SSIM (mean and std over the
+  held-out set, and on the test case), median run time per reconstruction,
+  trainable parameters, the training each learned model had, and the paper's
+  figure beside ours where the paper has one;
+- ``reconstructions.png``: ground truth and every method, in the full and a
+  narrow window, with error maps; ``training_curves.png``: validation PSNR of
+  the learned models during training;
+- ``reconstructions.npz`` (the test-case images) and ``run.json`` (what ran,
+  with which versions, and how long it took).
+
+The experiments and their presets are data (`EXPERIMENTS`); the held-out sets
+are made with `lpd.datasets.fixed_set` and so are the same on every run.
+
+References
+----------
+.. [1] Adler J, Öktem O. Learned Primal-Dual Reconstruction. IEEE TMI 37(6),
+   2018, arXiv:1707.06474.
+.. [2] Adler J, Öktem O. Solving ill-posed inverse problems using iterative deep
+   neural networks. Inverse Problems 33(12), 2017, arXiv:1704.04058.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lpd import classical, datasets, evaluation, figures, operators, phantoms
+from lpd._io import atomic_write
+
+__all__ = ["EXPERIMENTS", "METHOD_NAMES", "PaperFigure", "Experiment", "Row", "run",
+           "load_images"]
+
+METHOD_NAMES = {
+    "fbp": "FBP",
+    "tv": "TV",
+    "tikhonov": "Tikhonov",
+    "unet": "FBP + U-Net",
+    "lgd": "Learned gradient descent",
+    "lp": "Learned Primal",
+    "lpd": "Learned Primal-Dual",
+}
+"""Method keys (the ``method`` column of ``results.csv``) and their names."""
+
+CLASSICAL = ("fbp", "tv", "tikhonov")
+LEARNED = ("unet", "lgd", "lp", "lpd")
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperFigure:
+    """A published result to stand beside ours: PSNR (dB), SSIM and where it is from."""
+
+    psnr: float
+    ssim: float | None
+    source: str
+
+
+_LPD_ELLIPSES = "[1], ellipse table, as recalled in DESIGN 4.1b (not re-read from the paper)"
+_LPD_HUMAN = "[1] via the authors' talk and blog (seeds 000, 001): Mayo data, 512 x 512"
+
+# What the shipped weights in data/weights/<set-up>/<method> were trained with:
+# `lpd train --setup S --method M --preset cpu --steps N --seed 1` (the command,
+# log and history are stored beside each model).
+_SHIPPED_STEPS = {
+    "ellipses": {"lpd": 6000, "lp": 3000, "lgd": 3000, "unet": 2500},
+    "human_small": {"lpd": 3000, "unet": 2000},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One result table: its methods, test data, figures' windows and presets.
+
+    Each preset is a dict with
+
+    - ``setup``: the problem (a name of `lpd.operators.SETUPS`);
+    - ``held_out``: ``{"images": "ellipses", "n": N, "seed": S}`` for random
+      phantoms, or ``{"images": "real_ct", "split": ..., "noise_draws": K,
+      "seed": S}`` for real slices, each with K noise realisations;
+    - ``test``: ``"shepp_logan"`` or ``"other_patients"`` (the paper's test case
+      or its analogue), with ``test_seed``;
+    - ``weights``: the directory under ``data/weights`` of the models;
+    - ``training``: the `lpd.training` preset of ``train=True`` and per-method
+      steps (``None``: the preset's own);
+    - ``timing``: repeats and warm-up runs of the run-time measurement;
+    - ``methods``: the default methods.
+    """
+
+    name: str
+    title: str
+    paper: dict[str, PaperFigure]
+    window: tuple[float, float]
+    narrow_window: tuple[float, float]
+    presets: dict[str, dict[str, Any]]
+
+
+_TIMING = {"repeats": 3, "warmup": 1}
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "ellipses": Experiment(
+        name="ellipses",
+        title="Ellipses: 128 x 128, parallel beam, 30 angles, 5 % Gaussian noise",
+        paper={
+            "fbp": PaperFigure(19.75, 0.597, _LPD_ELLIPSES),
+            "tv": PaperFigure(28.06, 0.929, _LPD_ELLIPSES),
+            "unet": PaperFigure(29.20, 0.944, _LPD_ELLIPSES),
+            "lgd": PaperFigure(32.02, None, "[2], Table 1 (its TV scored 29.83 dB there)"),
+            "lp": PaperFigure(36.97, 0.986, _LPD_ELLIPSES),
+            "lpd": PaperFigure(38.28, 0.989, _LPD_ELLIPSES),
+        },
+        window=(0.0, 1.0),
+        narrow_window=(0.1, 0.4),
+        presets={
+            "default": {
+                "setup": "ellipses", "methods": tuple(METHOD_NAMES),
+                "held_out": {"images": "ellipses", "n": 100, "seed": 2018},
+                "test": "shepp_logan", "test_seed": 2017, "weights": "ellipses",
+                "training": {"preset": "cpu", "steps": _SHIPPED_STEPS["ellipses"]},
+                "timing": _TIMING,
+            },
+            "quick": {
+                "setup": "ellipses", "methods": tuple(METHOD_NAMES),
+                "held_out": {"images": "ellipses", "n": 8, "seed": 2018},
+                "test": "shepp_logan", "test_seed": 2017, "weights": "ellipses",
+                "training": {"preset": "quick", "steps": None},
+                "timing": {"repeats": 1, "warmup": 1},
+            },
+            "paper": {
+                "setup": "ellipses", "methods": tuple(METHOD_NAMES),
+                "held_out": {"images": "ellipses", "n": 100, "seed": 2018},
+                "test": "shepp_logan", "test_seed": 2017, "weights": "ellipses-paper",
+                "training": {"preset": "paper", "steps": None},
+                "timing": _TIMING,
+            },
+        },
+    ),
+    "human": Experiment(
+        name="human",
+        title="Human CT: fan beam, pre-log Poisson data (mu 0.02/mm, 1e4 photons)",
+        paper={
+            "fbp": PaperFigure(33.65, 0.830, _LPD_HUMAN),
+            "tv": PaperFigure(37.48, 0.946, _LPD_HUMAN),
+            "unet": PaperFigure(41.92, 0.941, _LPD_HUMAN),
+            "lpd": PaperFigure(44.11, 0.969, _LPD_HUMAN),
+        },
+        # Attenuation relative to water: 1 is water; [0.8, 1.2] is HU -200 to 200.
+        window=(0.0, 2.0),
+        narrow_window=(0.8, 1.2),
+        presets={
+            "default": {
+                "setup": "human_small", "methods": ("fbp", "tv", "tikhonov", "unet", "lpd"),
+                "held_out": {"images": "real_ct", "split": "test", "noise_draws": 9,
+                             "seed": 2018},
+                "test": "other_patients", "test_seed": 2017, "weights": "human_small",
+                "training": {"preset": "cpu", "steps": _SHIPPED_STEPS["human_small"]},
+                "timing": _TIMING,
+            },
+            "quick": {
+                "setup": "human_small", "methods": ("fbp", "tv", "tikhonov", "unet", "lpd"),
+                "held_out": {"images": "real_ct", "split": "test", "noise_draws": 1,
+                             "seed": 2018},
+                "test": "other_patients", "test_seed": 2017, "weights": "human_small",
+                "training": {"preset": "quick", "steps": None},
+                "timing": {"repeats": 1, "warmup": 1},
+            },
+            # The paper's size (512 x 512, 1000 angles): FBP and TV run on a CPU
+            # (TV takes minutes per slice); learned models need weights trained
+            # at this size (``train=True``: days on a CPU, hours on a GPU).
+            "paper": {
+                "setup": "human", "methods": ("fbp", "tv", "unet", "lpd"),
+                "held_out": {"images": "real_ct", "split": "test", "noise_draws": 1,
+                             "seed": 2018},
+                "test": "other_patients", "test_seed": 2017, "weights": "human",
+                "training": {"preset": "paper", "steps": None},
+                "timing": {"repeats": 1, "warmup": 0},
+            },
+        },
+    ),
+}
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of ``results.csv`` (`COLUMNS` in order)."""
+
+    method: str
+    name: str
+    psnr: float | None = None
+    psnr_std: float | None = None
+    ssim: float | None = None
+    ssim_std: float | None = None
+    n_held_out: int | None = None
+    psnr_test: float | None = None
+    ssim_test: float | None = None
+    n_test: int | None = None
+    runtime_ms: float | None = None
+    parameters: int | None = None
+    paper_psnr: float | None = None
+    paper_ssim: float | None = None
+    training: str = ""
+    settings: str = ""
+
+
+COLUMNS = tuple(f.name for f in dataclasses.fields(Row))
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+def load_images(path: str | os.PathLike, setup: operators.Setup) -> np.ndarray:
+    """Read a user's ground-truth images (``.npy``) and check them against a set-up.
+
+    Accepts one image ``(nx, ny)`` or a stack ``(n, nx, ny)`` on the set-up's
+    grid, of a real floating or integer type, with finite values.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--images: no file {path}")
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"--images: {path} is not a readable .npy array ({err})") from err
+    if not isinstance(images, np.ndarray):
+        raise ValueError(f"--images: {path} holds several arrays; give one .npy array")
+    grid = tuple(setup.space.shape)
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim != 3 or images.shape[1:] != grid:
+        raise ValueError(f"--images: {path} has shape {images.shape}; expected {grid} or "
+                         f"(n, {grid[0]}, {grid[1]}), the grid of set-up "
+                         f"{setup.config.name!r}")
+    if len(images) == 0:
+        raise ValueError(f"--images: {path} holds no images")
+    if images.dtype.kind not in "fiu":
+        raise ValueError(f"--images: {path} has dtype {images.dtype}; expected real numbers")
+    images = images.astype(np.float32)
+    bad = ~np.isfinite(images).all(axis=(1, 2))
+    if bad.any():
+        raise ValueError(f"--images: {path} has NaN or infinite values in image(s) "
+                         f"{np.flatnonzero(bad)[:10].tolist()}")
+    return images
+
+
+def _held_out(setup: operators.Setup, spec: dict) -> tuple[np.ndarray, np.ndarray, str]:
+    shape = tuple(setup.space.shape)
+    if spec["images"] == "ellipses":
+        data, images = datasets.fixed_set(setup, datasets.RandomPhantoms("ellipses", shape),
+                                          spec["n"], seed=spec["seed"])
+        return data, images, f"{spec['n']} random ellipse phantoms (seed {spec['seed']})"
+    slices = datasets.real_ct_slices(setup, spec["split"])
+    n = len(slices) * spec["noise_draws"]
+    data, images = datasets.fixed_set(setup, slices, n, seed=spec["seed"])
+    return data, images, (f"{len(slices)} held-out head-CT slices ({spec['split']} split) x "
+                          f"{spec['noise_draws']} noise draws = {n} samples")
+
+
+def _test_case(setup: operators.Setup, test: str, seed: int):
+    if test == "shepp_logan":
+        source = datasets.ImageSet.from_array(
+            phantoms.shepp_logan(tuple(setup.space.shape))[None], name="shepp_logan")
+        description = "modified Shepp-Logan"
+    else:
+        source = datasets.real_ct_slices(setup, "other_patients")
+        description = f"{len(source)} CT slices of other patients (pydicom test files)"
+    data, images = datasets.fixed_set(setup, source, seed=seed)
+    return data, images, description
+
+
+# ---------------------------------------------------------------------------
+# Methods
+# ---------------------------------------------------------------------------
+
+class _Network:
+    """A trained Keras model as a batched reconstructor for `lpd.evaluation.evaluate`."""
+
+    def __init__(self, model, key: str, training: str):
+        import tensorflow as tf
+
+        from lpd import networks
+
+        self.model = model
+        self.key = key
+        self.name = METHOD_NAMES[key]
+        self.training = training
+        self.n_parameters = networks.count_parameters(model)
+        range_shape = tuple(model.operator.range_shape)
+        self._predict = tf.function(
+            lambda y: model(y, training=False),
+            input_signature=[tf.TensorSpec((None, *range_shape, 1), tf.float32)])
+
+    @property
+    def params(self) -> dict:
+        return {"model": type(self.model).__name__}
+
+    def reconstruct_batch(self, data: np.ndarray) -> np.ndarray:
+        data = np.asarray(data, dtype=np.float32)[..., None]
+        return self._predict(data).numpy()[..., 0]
+
+
+def _training_text(config, step: int | None) -> str:
+    done = f"step {step} of {config.steps}" if step is not None else f"{config.steps} steps"
+    return f"{done}, batch {config.batch_size}, seed {config.seed}"
+
+
+def _shipped(weights: str, key: str, log: Callable[[str], Any]):
+    from lpd import training
+
+    name = f"{weights}/{key}"
+    try:
+        model = training.load_pretrained(name)
+    except training.WeightsError as err:
+        raise training.WeightsError(
+            f"{err}\nNo weights {name!r} are shipped for this preset: add --train to train "
+            "them here, or leave the method out with --methods") from None
+    directory = training.default_weights_dir() / name
+    manifest = json.loads((directory / "manifest.json").read_text())
+    config = training._read_config(directory / "config.json")
+    log(f"  {key}: shipped weights {directory} ({_training_text(config, manifest.get('step'))})")
+    return model, _training_text(config, manifest.get("step")), _history(directory)
+
+
+def _trained(setup_name: str, key: str, spec: dict, out: Path, log: Callable[[str], Any]):
+    from lpd import training
+
+    overrides = {"seed": 1}
+    steps = spec.get("steps")
+    if steps is not None:
+        if key not in steps:
+            raise ValueError(f"the training preset has no schedule for {key!r} on "
+                             f"{setup_name!r}; give steps for it")
+        overrides["steps"] = steps[key]
+    config = training.make_config(key, setup_name, spec["preset"], **overrides)
+    run_dir = out / "training" / key
+    log(f"  {key}: training into {run_dir} ({_training_text(config, None)}, "
+        f"preset {spec['preset']!r}; an interrupted run resumes)")
+    result = training.train(config, run_dir, resume=True, log=lambda line: log(f"    {line}"))
+    if result.status != "completed":
+        raise RuntimeError(f"training {key} stopped ({result.status}) at step {result.step}; "
+                           "run the same command again to resume it")
+    model = training.load_checkpoint(run_dir, "best")
+    index = json.loads((run_dir / "checkpoints" / "index.json").read_text())
+    return model, _training_text(config, index.get("best_step")), _history(run_dir)
+
+
+def _history(directory: Path) -> list[dict]:
+    path = directory / "history.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+def _csv_text(rows: Sequence[Row]) -> str:
+    import csv
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in dataclasses.asdict(row).items()})
+    return out.getvalue()
+
+
+def _f(value, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _markdown_text(rows: Sequence[Row], experiment: Experiment, meta: dict) -> str:
+    held, test = meta["held_out"], meta["test"]
+    lines = [f"# {experiment.title}", "",
+             f"Set-up `{meta['setup']}`, preset `{meta['preset']}`. PSNR and SSIM at data "
+             f"range {meta['data_range']:g}.", "",
+             f"- held-out set: {held}", f"- test case: {test}", ""]
+    header = ["method", "PSNR held-out (dB)", "SSIM held-out", "PSNR test", "SSIM test",
+              "paper PSNR", "paper SSIM", "runtime (ms)", "parameters", "training"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        held_psnr = (f"{row.psnr:.2f} ± {row.psnr_std:.2f}" if row.psnr is not None else "")
+        held_ssim = (f"{row.ssim:.3f} ± {row.ssim_std:.3f}" if row.ssim is not None else "")
+        runtime = ("" if row.runtime_ms is None else
+                   f"{row.runtime_ms:.1f}" if row.runtime_ms < 100 else f"{row.runtime_ms:.0f}")
+        parameters = "" if row.parameters is None else f"{row.parameters:,}".replace(",", " ")
+        lines.append("| " + " | ".join([
+            row.name, held_psnr, held_ssim, _f(row.psnr_test, 2), _f(row.ssim_test, 3),
+            _f(row.paper_psnr, 2), _f(row.paper_ssim, 3), runtime, parameters,
+            row.training]) + " |")
+    sources = sorted({experiment.paper[r.method].source for r in rows
+                      if r.method in experiment.paper})
+    if sources:
+        lines += ["", "Paper figures: " + "; ".join(sources) + "."]
+        if meta["setup"] != "ellipses" and experiment.name == "human":
+            lines += ["The paper's human figures are on other data (Mayo Clinic, 512 x 512, "
+                      "its own grey range): compare the order and the gaps, not the values."]
+    lines += ["", f"Written by `{meta['command']}` in {meta['wall_seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise FileExistsError(
+            f"{out} already holds results; pass --force to replace them (training runs in "
+            f"{out / 'training'} are resumed, not restarted) or choose another --out")
+
+
+def _resolve_methods(methods: Sequence[str] | None, preset: dict) -> tuple[str, ...]:
+    if methods is None:
+        return tuple(preset["methods"])
+    methods = tuple(methods)
+    unknown = [m for m in methods if m not in METHOD_NAMES]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHOD_NAMES)}")
+    if not methods:
+        raise ValueError("no methods selected")
+    # In the paper's order, each once.
+    return tuple(m for m in METHOD_NAMES if m in methods)
+
+
+# ---------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------
+
+def run(experiment: str, preset: str = "default", out: str | os.PathLike | None = None, *,
+        methods: Sequence[str] | None = None, train: bool = False, force: bool = False,
+        images: str | os.PathLike | None = None, log: Callable[[str], Any] | None = None,
+        command: str | None = None) -> list[Row]:
+    """Reproduce one result table; see the module docstring for what is written.
+
+    Parameters
+    ----------
+    experiment : {"ellipses", "human"}
+    preset : str
+        A key of the experiment's presets: ``"default"`` (shipped weights, the
+        full held-out set), ``"quick"`` (a few held-out samples) or ``"paper"``
+        (the paper's training schedule, or size for ``"human"``).
+    out : path, optional
+        Output directory; ``results/<experiment>-<preset>`` by default.
+    methods : sequence of str, optional
+        Keys of `METHOD_NAMES`; the preset's list by default.
+    train : bool
+        Train the learned models into ``out/training`` instead of loading the
+        shipped weights (resumes an interrupted run).
+    force : bool
+        Replace the results of an earlier run in ``out``.
+    images : path, optional
+        A ``.npy`` stack of the user's own ground-truth images on the set-up's
+        grid: every method is evaluated on them (data simulated with the
+        set-up's operator and noise) instead of the held-out set and test case.
+    log : callable, optional
+        Receives progress lines; ``print`` by default.
+    command : str, optional
+        The command line, recorded in ``run.json`` and ``results.md``.
+
+    Returns
+    -------
+    list of Row
+        The table, one row per method.
+
+    Raises
+    ------
+    ValueError
+        For an unknown experiment, preset or method, or bad ``images``.
+    FileExistsError
+        If ``out`` holds earlier results and ``force`` is not set.
+    lpd.training.WeightsError
+        If a learned method has no shipped weights for the preset (and ``train``
+        is not set) or its weights are corrupt.
+    """
+    if log is None:
+        def log(line):
+            print(line, flush=True)
+    started = time.perf_counter()
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; choose one of {list(EXPERIMENTS)}")
+    spec = EXPERIMENTS[experiment]
+    if preset not in spec.presets:
+        raise ValueError(f"unknown preset {preset!r} for {experiment!r}; choose one of "
+                         f"{list(spec.presets)}")
+    settings = spec.presets[preset]
+    keys = _resolve_methods(methods, settings)
+    out = Path(out) if out is not None else Path("results") / f"{experiment}-{preset}"
+    _check_out(out, force)
+    command = command or f"lpd.reproduce.run({experiment!r}, {preset!r})"
+
+    setup = operators.get_setup(settings["setup"])
+    user_images = load_images(images, setup) if images is not None else None
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"lpd reproduce {experiment} (preset {preset!r}, set-up {setup.config.name!r}): "
+        f"methods {', '.join(keys)}; writing to {out}")
+
+    if user_images is None:
+        held_data, held_images, held_text = _held_out(setup, settings["held_out"])
+        test_data, test_images, test_text = _test_case(setup, settings["test"],
+                                                       settings["test_seed"])
+    else:
+        rng = np.random.default_rng(settings["test_seed"])
+        noise_rngs = [np.random.default_rng(s) for s in rng.integers(2**63, size=len(
+            user_images))]
+        held_data = datasets.simulate(setup, user_images, noise_rngs)
+        held_images = user_images
+        held_text = f"{len(user_images)} image(s) from {images}"
+        test_data = test_images = None
+        test_text = "none (--images given)"
+    log(f"held-out set: {held_text}")
+    log(f"test case: {test_text}")
+
+    # Methods in the paper's order; learned ones loaded (or trained) on demand.
+    reconstructors: dict[str, Any] = {}
+    histories: dict[str, list] = {}
+    trainings: dict[str, str] = {}
+    classical_keys = [k for k in keys if k in CLASSICAL]
+    if classical_keys:
+        params = classical.load_params(setup.config.name)
+        built = params.reconstructors(setup)
+        reconstructors.update({k: built[k] for k in classical_keys})
+    for key in (k for k in keys if k in LEARNED):
+        if train:
+            model, trained, history = _trained(setup.config.name, key, settings["training"],
+                                               out, log)
+        else:
+            model, trained, history = _shipped(settings["weights"], key, log)
+        reconstructors[key] = _Network(model, key, trained)
+        trainings[key] = trained
+        if history:
+            histories[METHOD_NAMES[key]] = history
+
+    timing = settings["timing"]
+    rows: list[Row] = []
+    test_recons: dict[str, np.ndarray] = {}
+    for key in keys:
+        method = reconstructors[key]
+        name = METHOD_NAMES[key]
+        t0 = time.perf_counter()
+
+        def progress(done, total, name=name, t0=t0):
+            if total >= 10 and (done == total or done % max(1, total // 10) == 0):
+                log(f"  {name}: {done}/{total} held-out reconstructions "
+                    f"({time.perf_counter() - t0:.0f} s)")
+
+        held = evaluation.evaluate(method, held_data, held_images, name=name,
+                                   repeats=timing["repeats"], warmup=timing["warmup"],
+                                   progress=progress, keep_images=user_images is not None)
+        row = Row(method=key, name=name, psnr=held.psnr_mean, psnr_std=held.psnr_std,
+                  ssim=held.ssim_mean, ssim_std=held.ssim_std, n_held_out=held.n_samples,
+                  runtime_ms=held.runtime_ms, parameters=held.n_parameters,
+                  training=trainings.get(key, ""),
+                  settings=json.dumps(held.params, sort_keys=True, default=str))
+        if test_data is not None:
+            test = evaluation.evaluate(method, test_data, test_images, name=name, timed=False,
+                                       keep_images=True)
+            row.psnr_test, row.ssim_test, row.n_test = (test.psnr_mean, test.ssim_mean,
+                                                        test.n_samples)
+            test_recons[key] = test.images[0]
+        else:
+            test_recons[key] = held.images[0]
+        paper = spec.paper.get(key)
+        if paper is not None and settings["setup"] in ("ellipses", "human", "human_small"):
+            row.paper_psnr, row.paper_ssim = paper.psnr, paper.ssim
+        rows.append(row)
+        test_part = (f"; test {row.psnr_test:.2f} dB / {row.ssim_test:.3f}"
+                     if row.psnr_test is not None else "")
+        log(f"{name}: held-out {row.psnr:.2f} ± {row.psnr_std:.2f} dB, SSIM {row.ssim:.3f}"
+            f"{test_part}; {row.runtime_ms:.1f} ms per image")
+
+    wall = time.perf_counter() - started
+    truth = test_images[0] if test_images is not None else held_images[0]
+    meta = {"experiment": experiment, "preset": preset, "setup": setup.config.name,
+            "methods": list(keys), "train": train, "held_out": held_text, "test": test_text,
+            "data_range": 1.0, "command": command, "wall_seconds": wall}
+    written = _write_outputs(out, spec, rows, meta, truth, test_recons, histories, force)
+    log(f"done in {wall:.0f} s; wrote " + ", ".join(str(p) for p in written))
+    return rows
+
+
+def _write_outputs(out: Path, spec: Experiment, rows: list[Row], meta: dict,
+                   truth: np.ndarray, recons: dict[str, np.ndarray], histories: dict,
+                   force: bool) -> list[Path]:
+    written = [
+        atomic_write(out / "results.csv", _csv_text(rows), overwrite=force),
+        atomic_write(out / "results.md", _markdown_text(rows, spec, meta), overwrite=force),
+    ]
+    scores = {METHOD_NAMES[r.method]: (f"{r.psnr_test:.2f} dB / {r.ssim_test:.3f}"
+                                       if r.psnr_test is not None else "") for r in rows}
+    names = {METHOD_NAMES[k]: v for k, v in recons.items()}
+    written.append(figures.reconstruction_figure(
+        truth, names, out / "reconstructions.png", window=spec.window,
+        narrow_window=spec.narrow_window, scores=scores,
+        title=f"{spec.title} ({meta['test']})", overwrite=force))
+    if histories:
+        written.append(figures.training_curves_figure(
+            histories, out / "training_curves.png",
+            title=f"validation PSNR during training ({meta['setup']})", overwrite=force))
+
+    def save_npz(f):
+        np.savez_compressed(f, truth=truth.astype(np.float32),
+                            **{k: v.astype(np.float32) for k, v in recons.items()})
+
+    written.append(atomic_write(out / "reconstructions.npz", save_npz, overwrite=force))
+    written.append(atomic_write(out / "run.json", json.dumps(
+        {**meta, "versions": _versions(), "rows": [dataclasses.asdict(r) for r in rows]},
+        indent=2, default=str) + "\n", overwrite=force))
+    return written
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version(), "machine": platform.machine(),
+                "cpus": os.cpu_count()}
+    for package in ("lpd", "odl", "astra-toolbox", "tensorflow", "numpy", "scikit-image"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command as typed (for the record in ``run.json``)."""
+    argv = sys.argv if argv is None else argv
+    return " ".join(shlex.quote(a) for a in argv)

@@ -1,0 +1,192 @@
+"""Tests for lpd.reproduce and ``lpd reproduce``: the table, its files, its errors.
+
+The runs here use the ``quick`` preset with the fast methods (FBP, Tikhonov and
+a tiny learned model); the full tables come from ``lpd reproduce``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from lpd import classical, cli, operators, reproduce, training
+
+
+@pytest.fixture()
+def quick(monkeypatch):
+    """A 'quick' ellipse preset with 3 held-out phantoms, to keep the tests fast."""
+    spec = reproduce.EXPERIMENTS["ellipses"]
+    preset = dict(spec.presets["quick"], held_out={"images": "ellipses", "n": 3, "seed": 5})
+    presets = dict(spec.presets, quick=preset)
+    monkeypatch.setitem(reproduce.EXPERIMENTS, "ellipses",
+                        dataclasses.replace(spec, presets=presets))
+    return preset
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_preset_names_a_setup_methods_and_classical_parameters():
+    for name, experiment in reproduce.EXPERIMENTS.items():
+        assert set(experiment.paper) <= set(reproduce.METHOD_NAMES), name
+        for preset, settings in experiment.presets.items():
+            assert settings["setup"] in operators.SETUPS, (name, preset)
+            assert set(settings["methods"]) <= set(reproduce.METHOD_NAMES)
+            classical.load_params(settings["setup"])  # raises if missing
+            steps = settings["training"]["steps"]
+            if steps is not None:
+                learned = set(settings["methods"]) & set(reproduce.LEARNED)
+                assert learned <= set(steps), (name, preset)
+
+
+def test_held_out_sets_have_at_least_100_samples_in_the_default_presets():
+    for experiment in reproduce.EXPERIMENTS.values():
+        held = experiment.presets["default"]["held_out"]
+        if held["images"] == "ellipses":
+            assert held["n"] >= 100
+        else:
+            setup = operators.get_setup(experiment.presets["default"]["setup"])
+            from lpd import datasets
+
+            n = len(datasets.real_ct_slices(setup, held["split"])) * held["noise_draws"]
+            assert n >= 100
+
+
+def test_classical_table_files_and_values(tmp_path, quick):
+    out = tmp_path / "run"
+    lines = []
+    rows = reproduce.run("ellipses", "quick", out, methods=["tikhonov", "fbp"],
+                         log=lines.append)
+    # Methods come back in the paper's order whatever order they were asked in.
+    assert [r.method for r in rows] == ["fbp", "tikhonov"]
+    for name in ("results.csv", "results.md", "reconstructions.png", "reconstructions.npz",
+                 "run.json"):
+        assert (out / name).is_file(), name
+    table = _read_csv(out / "results.csv")
+    assert tuple(table[0]) == reproduce.COLUMNS
+    fbp = table[0]
+    assert fbp["method"] == "fbp" and int(fbp["n_held_out"]) == 3 and int(fbp["n_test"]) == 1
+    assert float(fbp["paper_psnr"]) == 19.75
+    # The FBP of the Shepp-Logan test case is far from perfect but not garbage.
+    assert 15 < float(fbp["psnr_test"]) < 25
+    saved = np.load(out / "reconstructions.npz")
+    assert set(saved.files) == {"truth", "fbp", "tikhonov"}
+    assert saved["fbp"].shape == (128, 128)
+    assert any("writing to" in line for line in lines)
+    assert json.loads((out / "run.json").read_text())["held_out"].startswith("3 random")
+    assert "| FBP |" in (out / "results.md").read_text()
+
+
+def test_refuses_to_overwrite_without_force(tmp_path, quick):
+    out = tmp_path / "run"
+    reproduce.run("ellipses", "quick", out, methods=["fbp"], log=lambda _: None)
+    before = (out / "results.csv").read_text()
+    with pytest.raises(FileExistsError, match="--force"):
+        reproduce.run("ellipses", "quick", out, methods=["fbp"], log=lambda _: None)
+    assert (out / "results.csv").read_text() == before
+    reproduce.run("ellipses", "quick", out, methods=["fbp", "tikhonov"], force=True,
+                  log=lambda _: None)
+    assert len(_read_csv(out / "results.csv")) == 2
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"experiment": "mri"}, "unknown experiment"),
+    ({"preset": "huge"}, "unknown preset"),
+    ({"methods": ["fbp", "sart"]}, "unknown method"),
+    ({"methods": []}, "no methods"),
+])
+def test_bad_arguments_are_clear_errors(tmp_path, kwargs, match):
+    args = {"experiment": "ellipses", "preset": "quick", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        reproduce.run(args.pop("experiment"), args.pop("preset"), tmp_path / "x",
+                      log=lambda _: None, **args)
+    assert not (tmp_path / "x").exists()
+
+
+def test_users_images_replace_the_held_out_set(tmp_path, quick):
+    images = np.zeros((2, 128, 128), np.float32)
+    images[:, 40:80, 50:90] = 0.5
+    path = tmp_path / "mine.npy"
+    np.save(path, images)
+    rows = reproduce.run("ellipses", "quick", tmp_path / "run", methods=["fbp"],
+                         images=path, log=lambda _: None)
+    assert rows[0].n_held_out == 2 and rows[0].psnr_test is None
+    assert rows[0].psnr > 15
+
+
+@pytest.mark.parametrize("content, match", [
+    (np.zeros((64, 64)), "shape"),
+    (np.zeros((2, 128, 128), complex), "dtype"),
+    (np.full((128, 128), np.nan), "NaN"),
+    (np.zeros((0, 128, 128)), "no images"),
+])
+def test_bad_user_images_are_named(tmp_path, content, match):
+    path = tmp_path / "bad.npy"
+    np.save(path, content)
+    with pytest.raises(ValueError, match=match):
+        reproduce.load_images(path, operators.get_setup("ellipses"))
+
+
+def test_missing_and_corrupt_user_images(tmp_path):
+    setup = operators.get_setup("ellipses")
+    with pytest.raises(FileNotFoundError, match="no file"):
+        reproduce.load_images(tmp_path / "absent.npy", setup)
+    corrupt = tmp_path / "corrupt.npy"
+    corrupt.write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(ValueError, match="not a readable"):
+        reproduce.load_images(corrupt, setup)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """A tiny LPD on the 128 x 128 ellipse set-up, trained 2 steps and exported."""
+    root = tmp_path_factory.mktemp("weights")
+    config = training.make_config("lpd", "ellipses", "tiny", steps=2, batch_size=1,
+                                  validation_size=1, validation_every=2, checkpoint_every=2)
+    training.train(config, root / "run", log=lambda _: None)
+    training.export_weights(root / "run", root / "ellipses" / "lpd", command="test")
+    return root
+
+
+def test_learned_method_from_shipped_weights(tmp_path, quick, tiny_weights, monkeypatch):
+    monkeypatch.setattr(training, "default_weights_dir", lambda: tiny_weights)
+    out = tmp_path / "run"
+    rows = reproduce.run("ellipses", "quick", out, methods=["lpd", "fbp"], log=lambda _: None)
+    lpd_row = rows[-1]
+    assert lpd_row.method == "lpd" and lpd_row.parameters > 0
+    assert "step 2 of 2" in lpd_row.training or "step 0 of 2" in lpd_row.training
+    assert (out / "training_curves.png").is_file()
+
+
+def test_missing_or_corrupt_weights_name_the_fix(tmp_path, quick, tiny_weights, monkeypatch):
+    monkeypatch.setattr(training, "default_weights_dir", lambda: tiny_weights)
+    with pytest.raises(training.WeightsError, match="--train"):
+        reproduce.run("ellipses", "quick", tmp_path / "a", methods=["lp"], log=lambda _: None)
+    broken = tmp_path / "weights"
+    (broken / "ellipses").mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(tiny_weights / "ellipses" / "lpd", broken / "ellipses" / "lpd")
+    model = broken / "ellipses" / "lpd" / "model.npz"
+    model.write_bytes(model.read_bytes()[:-10] + b"0123456789")
+    monkeypatch.setattr(training, "default_weights_dir", lambda: broken)
+    with pytest.raises(training.WeightsError, match="corrupt"):
+        reproduce.run("ellipses", "quick", tmp_path / "b", methods=["lpd"], log=lambda _: None)
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    assert cli.main(["reproduce", "ellipses", "--preset", "nope",
+                     "--out", str(tmp_path / "x")]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert cli.main(["reproduce", "ellipses", "--methods", "fbp,magic",
+                     "--out", str(tmp_path / "x")]) == 2
+    assert "unknown method" in capsys.readouterr().err
+    assert cli.main(["reproduce", "ellipses", "--images", str(tmp_path / "none.npy"),
+                     "--out", str(tmp_path / "y")]) == 2
+    assert "no file" in capsys.readouterr().err
