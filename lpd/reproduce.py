@@ -415,7 +415,7 @@ def _markdown_text(rows: Sequence[Row], experiment: Experiment, meta: dict) -> s
                       if r.method in experiment.paper})
     if sources:
         lines += ["", "Paper figures: " + "; ".join(sources) + "."]
-        if meta["setup"] != "ellipses" and experiment.name == "human":
+        if experiment.name == "human":
             lines += ["The paper's human figures are on other data (Mayo Clinic, 512 x 512, "
                       "its own grey range): compare the order and the gaps, not the values."]
     lines += ["", f"Written by `{meta['command']}` in {meta['wall_seconds']:.0f} s.", ""]
@@ -582,7 +582,7 @@ def run(experiment: str, preset: str = "default", out: str | os.PathLike | None 
         else:
             test_recons[key] = held.images[0]
         paper = spec.paper.get(key)
-        if paper is not None and settings["setup"] in ("ellipses", "human", "human_small"):
+        if paper is not None:
             row.paper_psnr, row.paper_ssim = paper.psnr, paper.ssim
         rows.append(row)
         test_part = (f"; test {row.psnr_test:.2f} dB / {row.ssim_test:.3f}"

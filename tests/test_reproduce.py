@@ -190,3 +190,38 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert cli.main(["reproduce", "ellipses", "--images", str(tmp_path / "none.npy"),
                      "--out", str(tmp_path / "y")]) == 2
     assert "no file" in capsys.readouterr().err
+
+
+def test_train_flag_trains_resumably_into_out(tmp_path, quick, monkeypatch):
+    spec = reproduce.EXPERIMENTS["ellipses"]
+    preset = dict(spec.presets["quick"], training={"preset": "tiny", "steps": {"lpd": 2}})
+    monkeypatch.setitem(reproduce.EXPERIMENTS, "ellipses", dataclasses.replace(
+        spec, presets=dict(spec.presets, quick=preset)))
+    out = tmp_path / "run"
+    rows = reproduce.run("ellipses", "quick", out, methods=["lpd"], train=True,
+                         log=lambda _: None)
+    assert (out / "training" / "lpd" / "config.json").is_file()
+    assert rows[0].training.endswith("of 2, batch 2, seed 1")
+    # Running again (with --force) resumes the finished run instead of retraining it.
+    lines = []
+    reproduce.run("ellipses", "quick", out, methods=["lpd"], train=True, force=True,
+                  log=lines.append)
+    assert any("resuming" in line for line in lines)
+
+
+def test_shipped_weights_of_the_default_presets_load_and_say_how_they_were_made():
+    root = training.default_weights_dir()
+    for name, experiment in reproduce.EXPERIMENTS.items():
+        settings = experiment.presets["default"]
+        for key in set(settings["methods"]) & set(reproduce.LEARNED):
+            directory = root / settings["weights"] / key
+            model = training.load_pretrained(f"{settings['weights']}/{key}")
+            assert model.count_params() > 0
+            config = json.loads((directory / "config.json").read_text())
+            steps = settings["training"]["steps"][key]
+            assert (config["steps"], config["seed"]) == (steps, 1), (name, key)
+            command = json.loads((directory / "manifest.json").read_text())["command"]
+            assert f"--method {key}" in command and f"--steps {steps}" in command
+            assert "--preset cpu" in command
+            assert (directory / "history.jsonl").stat().st_size > 0
+            assert (directory / "train.log").stat().st_size > 0

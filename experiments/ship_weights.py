@@ -1,0 +1,70 @@
+"""Ship a finished training run as pretrained weights in data/weights, with its record.
+
+Copies the run's best checkpoint (weights only), its configuration, validation
+history and console log into ``data/weights/<set-up>/<method>`` with a manifest
+(SHA-256, step, validation PSNR, the training command), then rewrites the table
+of ``data/weights/README.md`` from every manifest found, so the README never
+states a number that the files do not hold.
+
+Run: ``python experiments/ship_weights.py RUN_DIR --log RUN.log --command "lpd train ..."
+[--which best|latest] [--force]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lpd import training
+from lpd._io import atomic_write
+
+_BEGIN, _END = "<!-- table: begin -->", "<!-- table: end -->"
+
+
+def table(root: Path) -> str:
+    lines = ["| weights | model | schedule | shipped step | validation PSNR (dB) | "
+             "training time | command |", "|---|---|---|---|---|---|---|"]
+    for manifest_path in sorted(root.glob("*/*/manifest.json")):
+        directory = manifest_path.parent
+        manifest = json.loads(manifest_path.read_text())
+        config = json.loads((directory / "config.json").read_text())
+        validation = manifest.get("validation") or {}
+        hours = (manifest.get("training_seconds") or 0) / 3600
+        lines.append(
+            f"| `{directory.relative_to(root)}` | {config['network']['method']} | "
+            f"{config['steps']} steps, batch {config['batch_size']}, seed {config['seed']} | "
+            f"{manifest.get('step')} | {validation.get('psnr', float('nan')):.2f} on "
+            f"{config['validation_size']} images | {hours:.1f} h | "
+            f"`{manifest.get('command') or ''}` |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--log", type=Path, required=True, help="the run's console output")
+    parser.add_argument("--command", required=True, help="the command that trained the run")
+    parser.add_argument("--which", choices=("best", "latest"), default="best")
+    parser.add_argument("--force", action="store_true", help="replace shipped weights")
+    args = parser.parse_args(argv)
+
+    config = json.loads((args.run_dir / "config.json").read_text())
+    root = training.default_weights_dir()
+    dest = root / config["setup"] / config["network"]["method"]
+    if (dest / "model.npz").exists() and not args.force:
+        print(f"{dest} holds shipped weights; pass --force to replace them", file=sys.stderr)
+        return 2
+    training.export_weights(args.run_dir, dest, args.which, command=args.command, log=args.log)
+    readme = root / "README.md"
+    text = readme.read_text()
+    head, rest = text.split(_BEGIN, 1)
+    _, tail = rest.split(_END, 1)
+    atomic_write(readme, f"{head}{_BEGIN}\n{table(root)}\n{_END}{tail}", overwrite=True)
+    print(f"shipped {args.run_dir} -> {dest}; updated {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
