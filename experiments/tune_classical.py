@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lpd import classical, datasets, evaluation, operators, phantoms
+from lpd import classical, datasets, evaluation, operators, phantoms, realdata
 
 
 def image_sets(setup, n_val, seed):
@@ -33,8 +33,8 @@ def image_sets(setup, n_val, seed):
         sl = datasets.ImageSet.from_array(phantoms.shepp_logan(shape)[None], name="shepp_logan")
         return val, datasets.fixed_set(setup, sl, seed=seed + 1000), "random ellipses"
     pick = lambda s, n: s.subset(np.linspace(0, len(s) - 1, n).round().astype(int))  # noqa: E731
-    val = pick(datasets.real_ct_slices(name, "validation"), n_val)
-    test = pick(datasets.real_ct_slices(name, "test"), 4)
+    val = pick(realdata.real_ct_slices(name, "validation"), n_val)
+    test = pick(realdata.real_ct_slices(name, "test"), 4)
     return (datasets.fixed_set(setup, val, seed=seed), datasets.fixed_set(setup, test, seed=seed),
             f"head CT validation slices {val.labels}")
 

@@ -9,9 +9,10 @@ and the classical parts never import TensorFlow:
 - `as_tf_operator`: an ODL operator as a batched TensorFlow op with gradients.
 - `load_pretrained`: a trained model from the weights shipped in ``data/weights``.
 - modules: `operators` (set-ups, ray transforms), `tf_ops` (the bridge),
-  `phantoms`, `datasets` (noise, pipelines, real data), `classical` (FBP, TV,
-  Tikhonov), `metrics`, `evaluation`, `networks` (LPD, learned primal, LGD,
-  U-Net), `training`, `config`.
+  `phantoms`, `datasets` (noise, simulation, pipelines), `realdata` (real CT
+  and loaders for user data), `classical` (FBP, TV, Tikhonov), `metrics`,
+  `evaluation`, `networks` (LPD, learned primal, LGD, U-Net), `training`,
+  `config`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "tf_ops",
     "phantoms",
     "datasets",
+    "realdata",
     "classical",
     "metrics",
     "evaluation",
@@ -44,6 +46,7 @@ _LAZY = {
     "load_pretrained": ("lpd.training", "load_pretrained"),
     "phantoms": ("lpd.phantoms", None),
     "datasets": ("lpd.datasets", None),
+    "realdata": ("lpd.realdata", None),
     "classical": ("lpd.classical", None),
     "metrics": ("lpd.metrics", None),
     "evaluation": ("lpd.evaluation", None),

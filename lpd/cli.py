@@ -47,9 +47,9 @@ def _cmd_setups(args: argparse.Namespace) -> int:
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
-    from lpd import datasets
+    from lpd import realdata
 
-    print(datasets.describe_sources(mayo_dir=args.mayo, lodopab_dir=args.lodopab))
+    print(realdata.describe_sources(mayo_dir=args.mayo, lodopab_dir=args.lodopab))
     return 0
 
 

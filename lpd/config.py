@@ -282,7 +282,7 @@ class TrainingConfig:
         Seed of the weights' initialisation and of the training data stream.
     images : str
         Training images: a phantom family of `lpd.phantoms` (``"ellipses"``) or
-        ``"real_ct"`` (`lpd.datasets.real_ct_slices`, train and validation splits).
+        ``"real_ct"`` (`lpd.realdata.real_ct_slices`, train and validation splits).
     post_log : bool
         Train on post-log data (Poisson set-ups only).
     validation_size : int

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from lpd import classical, datasets, evaluation, figures, operators, phantoms
+from lpd import classical, datasets, evaluation, figures, operators, phantoms, realdata
 from lpd._io import atomic_write
 
 __all__ = ["EXPERIMENTS", "METHOD_NAMES", "PaperFigure", "Experiment", "Row", "run",
@@ -271,7 +271,7 @@ def _held_out(setup: operators.Setup, spec: dict) -> tuple[np.ndarray, np.ndarra
         data, images = datasets.fixed_set(setup, datasets.RandomPhantoms("ellipses", shape),
                                           spec["n"], seed=spec["seed"])
         return data, images, f"{spec['n']} random ellipse phantoms (seed {spec['seed']})"
-    slices = datasets.real_ct_slices(setup, spec["split"])
+    slices = realdata.real_ct_slices(setup, spec["split"])
     n = len(slices) * spec["noise_draws"]
     data, images = datasets.fixed_set(setup, slices, n, seed=spec["seed"])
     return data, images, (f"{len(slices)} held-out head-CT slices ({spec['split']} split) x "
@@ -284,7 +284,7 @@ def _test_case(setup: operators.Setup, test: str, seed: int):
             phantoms.shepp_logan(tuple(setup.space.shape))[None], name="shepp_logan")
         description = "modified Shepp-Logan"
     else:
-        source = datasets.real_ct_slices(setup, "other_patients")
+        source = realdata.real_ct_slices(setup, "other_patients")
         description = f"{len(source)} CT slices of other patients (pydicom test files)"
     data, images = datasets.fixed_set(setup, source, seed=seed)
     return data, images, description

@@ -581,7 +581,9 @@ def _image_source(config: TrainingConfig, setup, split: str):
     from lpd import datasets
 
     if config.images == "real_ct":
-        return datasets.real_ct_slices(setup, split)
+        from lpd import realdata
+
+        return realdata.real_ct_slices(setup, split)
     return datasets.RandomPhantoms(config.images, tuple(setup.space.shape))
 
 

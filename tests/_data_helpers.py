@@ -1,4 +1,4 @@
-"""Writers of tiny data files in the exact formats that lpd's loaders read.
+"""Writers of tiny data files in the exact formats that lpd.realdata's loaders read.
 
 Mayo/AAPM: single-slice DICOM Part 10 files (``.IMA``) with the CT image
 attributes the loader relies on (rescale slope and intercept, pixel spacing,

@@ -52,9 +52,9 @@ def test_held_out_sets_have_at_least_100_samples_in_the_default_presets():
             assert held["n"] >= 100
         else:
             setup = operators.get_setup(experiment.presets["default"]["setup"])
-            from lpd import datasets
+            from lpd import realdata
 
-            n = len(datasets.real_ct_slices(setup, held["split"])) * held["noise_draws"]
+            n = len(realdata.real_ct_slices(setup, held["split"])) * held["noise_draws"]
             assert n >= 100
 
 
