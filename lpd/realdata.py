@@ -299,8 +299,8 @@ def _import_pydicom():
     return pydicom, InvalidDicomError
 
 
-def _read_dicom_hu(path: str, expected_shape: tuple[int, int] | None = None):
-    """(HU array, (row, col) spacing, dataset) of a single-slice CT DICOM file."""
+def _read_dicom(path, expected_shape: tuple[int, int] | None):
+    """The dataset of a single-slice CT DICOM file, its header checked."""
     pydicom, InvalidDicomError = _import_pydicom()
 
     try:
@@ -308,6 +308,12 @@ def _read_dicom_hu(path: str, expected_shape: tuple[int, int] | None = None):
     except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as err:
         raise DataError(f"{path}: not a readable DICOM file ({err})") from err
     _check_dicom_header(ds, path, expected_shape)
+    return ds
+
+
+def _read_dicom_hu(path: str, expected_shape: tuple[int, int] | None = None):
+    """(HU array, (row, col) spacing, dataset) of a single-slice CT DICOM file."""
+    ds = _read_dicom(path, expected_shape)
     try:
         pixels = ds.pixel_array
     except Exception as err:  # decoders raise many types; all mean the same here
@@ -458,13 +464,8 @@ def _check_directory(directory, how: str) -> Path:
 
 
 def _scan_mayo_file(path: Path, expected_shape):
-    pydicom, InvalidDicomError = _import_pydicom()
-
-    try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as err:
-        raise DataError(f"{path}: not a readable DICOM file ({err})") from err
-    _check_dicom_header(ds, path, expected_shape)
+    pydicom, _ = _import_pydicom()
+    ds = _read_dicom(path, expected_shape)
     if "ImagePositionPatient" not in ds or len(ds.ImagePositionPatient) != 3:
         raise DataError(f"{path}: missing ImagePositionPatient (needed to order slices)")
     z = float(ds.ImagePositionPatient[2])

@@ -113,6 +113,15 @@ class Experiment:
 
 
 _TIMING = {"repeats": 3, "warmup": 1}
+_FEW = {"repeats": 1, "warmup": 1}
+
+# What the presets of an experiment share; each preset adds its own keys.
+_ELLIPSES = {"setup": "ellipses", "methods": tuple(METHOD_NAMES), "test": "shepp_logan",
+             "test_seed": 2017, "timing": _TIMING,
+             "held_out": {"images": "ellipses", "n": 100, "seed": 2018}}
+_HUMAN = {"setup": "human_small", "methods": ("fbp", "tv", "tikhonov", "unet", "lpd"),
+          "test": "other_patients", "test_seed": 2017, "timing": _TIMING,
+          "held_out": {"images": "real_ct", "split": "test", "noise_draws": 9, "seed": 2018}}
 
 EXPERIMENTS: dict[str, Experiment] = {
     "ellipses": Experiment(
@@ -129,27 +138,13 @@ EXPERIMENTS: dict[str, Experiment] = {
         window=(0.0, 1.0),
         narrow_window=(0.1, 0.4),
         presets={
-            "default": {
-                "setup": "ellipses", "methods": tuple(METHOD_NAMES),
-                "held_out": {"images": "ellipses", "n": 100, "seed": 2018},
-                "test": "shepp_logan", "test_seed": 2017, "weights": "ellipses",
-                "training": {"preset": "cpu", "steps": _SHIPPED_STEPS["ellipses"]},
-                "timing": _TIMING,
-            },
-            "quick": {
-                "setup": "ellipses", "methods": tuple(METHOD_NAMES),
-                "held_out": {"images": "ellipses", "n": 8, "seed": 2018},
-                "test": "shepp_logan", "test_seed": 2017, "weights": "ellipses",
-                "training": {"preset": "quick", "steps": None},
-                "timing": {"repeats": 1, "warmup": 1},
-            },
-            "paper": {
-                "setup": "ellipses", "methods": tuple(METHOD_NAMES),
-                "held_out": {"images": "ellipses", "n": 100, "seed": 2018},
-                "test": "shepp_logan", "test_seed": 2017, "weights": "ellipses-paper",
-                "training": {"preset": "paper", "steps": None},
-                "timing": _TIMING,
-            },
+            "default": {**_ELLIPSES, "weights": "ellipses",
+                        "training": {"preset": "cpu", "steps": _SHIPPED_STEPS["ellipses"]}},
+            "quick": {**_ELLIPSES, "weights": "ellipses", "timing": _FEW,
+                      "held_out": {**_ELLIPSES["held_out"], "n": 8},
+                      "training": {"preset": "quick", "steps": None}},
+            "paper": {**_ELLIPSES, "weights": "ellipses-paper",
+                      "training": {"preset": "paper", "steps": None}},
         },
     ),
     "human": Experiment(
@@ -165,33 +160,18 @@ EXPERIMENTS: dict[str, Experiment] = {
         window=(0.0, 2.0),
         narrow_window=(0.8, 1.2),
         presets={
-            "default": {
-                "setup": "human_small", "methods": ("fbp", "tv", "tikhonov", "unet", "lpd"),
-                "held_out": {"images": "real_ct", "split": "test", "noise_draws": 9,
-                             "seed": 2018},
-                "test": "other_patients", "test_seed": 2017, "weights": "human_small",
-                "training": {"preset": "cpu", "steps": _SHIPPED_STEPS["human_small"]},
-                "timing": _TIMING,
-            },
-            "quick": {
-                "setup": "human_small", "methods": ("fbp", "tv", "tikhonov", "unet", "lpd"),
-                "held_out": {"images": "real_ct", "split": "test", "noise_draws": 1,
-                             "seed": 2018},
-                "test": "other_patients", "test_seed": 2017, "weights": "human_small",
-                "training": {"preset": "quick", "steps": None},
-                "timing": {"repeats": 1, "warmup": 1},
-            },
+            "default": {**_HUMAN, "weights": "human_small",
+                        "training": {"preset": "cpu", "steps": _SHIPPED_STEPS["human_small"]}},
+            "quick": {**_HUMAN, "weights": "human_small", "timing": _FEW,
+                      "held_out": {**_HUMAN["held_out"], "noise_draws": 1},
+                      "training": {"preset": "quick", "steps": None}},
             # The paper's size (512 x 512, 1000 angles): FBP and TV run on a CPU
             # (TV takes minutes per slice); learned models need weights trained
             # at this size (``train=True``: days on a CPU, hours on a GPU).
-            "paper": {
-                "setup": "human", "methods": ("fbp", "tv", "unet", "lpd"),
-                "held_out": {"images": "real_ct", "split": "test", "noise_draws": 1,
-                             "seed": 2018},
-                "test": "other_patients", "test_seed": 2017, "weights": "human",
-                "training": {"preset": "paper", "steps": None},
-                "timing": {"repeats": 1, "warmup": 0},
-            },
+            "paper": {**_HUMAN, "setup": "human", "methods": ("fbp", "tv", "unet", "lpd"),
+                      "weights": "human", "timing": {"repeats": 1, "warmup": 0},
+                      "held_out": {**_HUMAN["held_out"], "noise_draws": 1},
+                      "training": {"preset": "paper", "steps": None}},
         },
     ),
 }
