@@ -45,6 +45,7 @@ import numpy as np
 
 from lpd import classical, datasets, evaluation, figures, operators, phantoms, realdata
 from lpd._io import atomic_write
+from lpd.config import from_json
 
 __all__ = ["EXPERIMENTS", "METHOD_NAMES", "PaperFigure", "Experiment", "Row", "run",
            "load_images"]
@@ -318,7 +319,7 @@ def _shipped(weights: str, key: str, log: Callable[[str], Any]):
             "them here, or leave the method out with --methods") from None
     directory = training.default_weights_dir() / name
     manifest = json.loads((directory / "manifest.json").read_text())
-    config = training._read_config(directory / "config.json")
+    config = from_json((directory / "config.json").read_text())
     log(f"  {key}: shipped weights {directory} ({_training_text(config, manifest.get('step'))})")
     return model, _training_text(config, manifest.get("step")), _history(directory)
 
