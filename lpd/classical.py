@@ -129,16 +129,11 @@ class _Projector:
         self.op = op
         self.domain_shape = tuple(op.domain.shape)
         self.range_shape = tuple(op.range.shape)
-        self.matrix = self.matrix_t = None
-        estimate = operators.estimate_matrix_bytes(op)
-        if estimate is not None and estimate <= memory_budget:
-            try:
-                self.matrix = operators.system_matrix(op, memory_budget=memory_budget)
-            except operators.MatrixUnavailableError:
-                self.matrix = None
-        if self.matrix is not None:
-            # CSR products are several times faster than the CSC view of matrix.T.
-            self.matrix_t = self.matrix.T.tocsr()
+        try:
+            matrices = operators.shared_system_matrix(op, memory_budget)
+            self.matrix, self.matrix_t = matrices.forward, matrices.transpose
+        except operators.MatrixUnavailableError:
+            self.matrix = self.matrix_t = None
         self._transpose_scale = operators.constant_weighting(
             op.domain) / operators.constant_weighting(op.range)
         self._norm: float | None = None

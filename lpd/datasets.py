@@ -36,7 +36,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -248,31 +248,18 @@ def noise_model(config: NoiseConfig, seed: int | None = None) -> GaussianNoise |
 # Forward projection and simulation
 # ---------------------------------------------------------------------------
 
-# Matrices by (id of the ODL operator, memory budget); the operator is stored
-# beside its matrix so that the id stays valid while the entry exists.
-_PROJECTORS: dict[tuple[int, float], tuple[Any, Any]] = {}
-_PROJECTORS_LOCK = threading.Lock()
 # ODL/ASTRA are not known to be safe when several pipeline threads call them at once.
 _ODL_LOCK = threading.Lock()
 
 
-def _projector(op, memory_budget: float):
-    with _PROJECTORS_LOCK:
-        key = (id(op), float(memory_budget))
-        entry = _PROJECTORS.get(key)
-        if entry is not None and entry[0] is op:
-            return entry[1]
-        from lpd import operators
+def _matrix(op, memory_budget: float):
+    """The shared system matrix of ``op``, or None where it has none within the budget."""
+    from lpd import operators
 
-        matrix = None
-        estimate = operators.estimate_matrix_bytes(op)
-        if estimate is not None and estimate <= memory_budget:
-            try:
-                matrix = operators.system_matrix(op, memory_budget=memory_budget)
-            except operators.MatrixUnavailableError:
-                matrix = None
-        _PROJECTORS[key] = (op, matrix)
-        return matrix
+    try:
+        return operators.shared_system_matrix(op, memory_budget).forward
+    except operators.MatrixUnavailableError:
+        return None
 
 
 _MATRIX_BUDGET = float(2**30)
@@ -307,7 +294,7 @@ def forward_project(op, images, memory_budget: float = _MATRIX_BUDGET) -> np.nda
             f"expected images of shape (batch, {', '.join(map(str, domain_shape))}), "
             f"got {images.shape}"
         )
-    matrix = _projector(op, memory_budget)
+    matrix = _matrix(op, memory_budget)
     batch = images.shape[0]
     range_shape = tuple(op.range.shape)
     if matrix is not None:
@@ -757,8 +744,7 @@ def training_pairs(setup: Setup | str, source: ImageSource, batch_size: int, see
     if post_log and not isinstance(noise, PoissonNoise):
         raise ValueError("post_log applies to Poisson (pre-log) noise only")
     # Build the system matrix now, not in the first pipeline call.
-    _projector(setup.ray_trafo if noise.input == "ray_trafo" else setup.operator,
-               _MATRIX_BUDGET)
+    _matrix(setup.ray_trafo if noise.input == "ray_trafo" else setup.operator, _MATRIX_BUDGET)
 
     range_shape = tuple(setup.operator.range.shape)
     image_shape = tuple(setup.space.shape)

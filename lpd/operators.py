@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
+import weakref
 
 import numpy as np
 import scipy.sparse as sp
@@ -51,6 +53,8 @@ __all__ = [
     "operator_norm",
     "estimate_matrix_bytes",
     "system_matrix",
+    "SystemMatrix",
+    "shared_system_matrix",
     "constant_weighting",
 ]
 
@@ -351,6 +355,22 @@ def _raw_matrix(op) -> sp.csr_matrix:
     return matrix
 
 
+def _check_budget(op, memory_budget: float) -> None:
+    """Raise `MatrixUnavailableError` unless ``op`` has a matrix form within the budget."""
+    estimate = estimate_matrix_bytes(op)
+    if estimate is None:
+        raise MatrixUnavailableError(
+            f"no sparse-matrix form is known for {type(op).__name__} "
+            "(only 2D astra_cpu ray transforms and MatrixOperator)"
+        )
+    if estimate > memory_budget:
+        raise MatrixUnavailableError(
+            f"the system matrix would take about {estimate / 2**30:.1f} GiB, above the "
+            f"memory budget of {memory_budget / 2**30:.1f} GiB; raise memory_budget to "
+            "build it anyway"
+        )
+
+
 def system_matrix(op, memory_budget: float = 2**31, verify: bool = True) -> sp.csr_matrix:
     """Return the sparse matrix ``W`` with ``op(x).data.ravel() == W @ x.data.ravel()``.
 
@@ -375,18 +395,7 @@ def system_matrix(op, memory_budget: float = 2**31, verify: bool = True) -> sp.c
         If ``op`` has no matrix form, it would exceed ``memory_budget``, or the
         check against ODL fails.
     """
-    estimate = estimate_matrix_bytes(op)
-    if estimate is None:
-        raise MatrixUnavailableError(
-            f"no sparse-matrix form is known for {type(op).__name__} "
-            "(only 2D astra_cpu ray transforms and MatrixOperator)"
-        )
-    if estimate > memory_budget:
-        raise MatrixUnavailableError(
-            f"the system matrix would take about {estimate / 2**30:.1f} GiB, above the "
-            f"memory budget of {memory_budget / 2**30:.1f} GiB; raise memory_budget to "
-            "build it anyway"
-        )
+    _check_budget(op, memory_budget)
     matrix = _raw_matrix(op)
     if matrix.shape != (op.range.size, op.domain.size):
         raise MatrixUnavailableError(
@@ -395,6 +404,57 @@ def system_matrix(op, memory_budget: float = 2**31, verify: bool = True) -> sp.c
     if verify:
         _verify_matrix(op, matrix)
     return matrix
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemMatrix:
+    """The matrix ``W`` of a linear operator and an explicit CSR copy of ``W^T``.
+
+    ``W^T`` is kept in CSR form because CSR products are several times faster
+    than the CSC view that ``W.T`` gives.
+    """
+
+    forward: sp.csr_matrix
+    transpose: sp.csr_matrix
+
+    @classmethod
+    def of(cls, matrix: sp.csr_matrix) -> SystemMatrix:
+        return cls(matrix, matrix.T.tocsr())
+
+
+# Shared matrices by id of the ODL operator. The weak reference both checks that
+# the id still names the same operator and drops the entry when it is freed.
+_SHARED: dict[int, tuple[weakref.ref, SystemMatrix]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_system_matrix(op, memory_budget: float = 2**31) -> SystemMatrix:
+    """`system_matrix` of ``op`` and its transpose, built once per operator and process.
+
+    The operator bridge, the data pipeline and the classical solvers all apply
+    the same set-up operators; they share one matrix through this function.
+
+    Raises
+    ------
+    MatrixUnavailableError
+        As `system_matrix`: no matrix form, or one estimated above ``memory_budget``
+        (checked on every call, also when the matrix has been built before).
+    """
+    _check_budget(op, memory_budget)
+    key = id(op)
+    with _SHARED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is not None and entry[0]() is op:
+            return entry[1]
+        matrices = SystemMatrix.of(system_matrix(op, memory_budget=memory_budget))
+
+        def forget(ref, key=key):
+            # No lock: the collector may call this while this thread holds it.
+            if _SHARED.get(key, (None,))[0] is ref:
+                _SHARED.pop(key, None)
+
+        _SHARED[key] = (weakref.ref(op, forget), matrices)
+        return matrices
 
 
 def _verify_matrix(op, matrix: sp.csr_matrix, rtol: float = 1e-4) -> None:

@@ -30,7 +30,6 @@ This is the only module of lpd that imports both ODL and TensorFlow.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import tensorflow as tf
 
 from lpd import operators
@@ -46,11 +45,9 @@ class _MatrixKernel:
 
     name = "matrix"
 
-    def __init__(self, matrix: sp.csr_matrix):
-        self.matrix = matrix
-        # An explicit CSR transpose: CSR products are several times faster than
-        # the CSC view that ``matrix.T`` would give.
-        self.matrix_t = matrix.T.tocsr()
+    def __init__(self, matrices: operators.SystemMatrix):
+        self.matrix = matrices.forward
+        self.matrix_t = matrices.transpose
 
     def apply(self, x: np.ndarray, transpose: bool) -> np.ndarray:
         matrix = self.matrix_t if transpose else self.matrix
@@ -267,7 +264,7 @@ def as_tf_operator(odl_op, backend: str = "auto", memory_budget: float = 2**31) 
     kernel = None
     if backend in ("auto", "matrix"):
         try:
-            kernel = _MatrixKernel(operators.system_matrix(odl_op, memory_budget=memory_budget))
+            kernel = _MatrixKernel(operators.shared_system_matrix(odl_op, memory_budget))
         except MatrixUnavailableError as err:
             if backend == "matrix":
                 raise ValueError(f"backend='matrix' is not available: {err}") from err

@@ -81,6 +81,36 @@ def test_matrix_estimate_is_an_upper_bound_and_refuses_big_matrices():
         operators.system_matrix(setup.operator, memory_budget=estimate / 10)
 
 
+def test_bridge_pipeline_and_solvers_share_one_matrix_per_operator():
+    from lpd import classical, datasets, tf_ops
+
+    setup = operators.get_setup("ellipses_small")
+    shared = operators.shared_system_matrix(setup.operator)
+    assert operators.shared_system_matrix(setup.operator) is shared
+    assert np.array_equal(shared.transpose.toarray(), shared.forward.T.toarray())
+    assert tf_ops.as_tf_operator(setup.operator)._kernel.matrix is shared.forward
+    assert classical._projector(setup.operator).matrix_t is shared.transpose
+    assert datasets._matrix(setup.operator, 2**30) is shared.forward
+    # The budget is checked on every call, not only when the matrix is built.
+    estimate = operators.estimate_matrix_bytes(setup.operator)
+    with pytest.raises(operators.MatrixUnavailableError, match="memory budget"):
+        operators.shared_system_matrix(setup.operator, memory_budget=estimate / 10)
+
+
+def test_shared_matrix_is_dropped_with_its_operator():
+    import gc
+
+    config = operators.SETUPS["ellipses_small"]
+    space = operators.image_space(config)
+    op = operators.ray_transform(space, operators.make_geometry(config, space), "astra_cpu")
+    operators.shared_system_matrix(op)
+    key = id(op)
+    assert key in operators._SHARED
+    del op
+    gc.collect()
+    assert key not in operators._SHARED
+
+
 def test_full_human_matrix_is_never_built_by_default():
     config = operators.SETUPS["human"]
     space = operators.image_space(config)
