@@ -35,7 +35,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ import numpy as np
 from lpd import metrics
 from lpd._io import atomic_write
 
-__all__ = ["EvaluationResult", "evaluate", "write_results", "COLUMNS"]
+__all__ = ["EvaluationResult", "evaluate", "write_results", "csv_text", "COLUMNS"]
 
 COLUMNS = ("method", "psnr", "psnr_std", "ssim", "ssim_std", "runtime_ms", "parameters",
            "n_samples", "data_range", "settings")
@@ -276,9 +276,13 @@ def _rows(results: Sequence[EvaluationResult | dict]) -> list[dict]:
     return rows
 
 
-def _csv_text(rows: list[dict]) -> str:
+def csv_text(rows: Iterable[dict], columns: Sequence[str] = COLUMNS) -> str:
+    """A results table as CSV text: a header of ``columns``, then one line per row.
+
+    Missing values (``None``) are written as empty cells.
+    """
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: "" if v is None else v for k, v in row.items()})
@@ -356,6 +360,6 @@ def write_results(results: Sequence[EvaluationResult | dict], path: str | os.Pat
         if existing:
             raise FileExistsError(f"{', '.join(existing)} exist(s); pass overwrite=True "
                                   "(--overwrite) or choose another output path")
-    atomic_write(csv_path, _csv_text(rows), overwrite=overwrite)
+    atomic_write(csv_path, csv_text(rows), overwrite=overwrite)
     atomic_write(md_path, _markdown_text(rows, title), overwrite=overwrite)
     return csv_path, md_path

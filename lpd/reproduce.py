@@ -30,7 +30,6 @@ References
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import platform
@@ -358,17 +357,6 @@ def _history(directory: Path) -> list[dict]:
 # Output
 # ---------------------------------------------------------------------------
 
-def _csv_text(rows: Sequence[Row]) -> str:
-    import csv
-
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in dataclasses.asdict(row).items()})
-    return out.getvalue()
-
-
 def _f(value, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
@@ -585,7 +573,9 @@ def _write_outputs(out: Path, spec: Experiment, rows: list[Row], meta: dict,
                    truth: np.ndarray, recons: dict[str, np.ndarray], histories: dict,
                    force: bool) -> list[Path]:
     written = [
-        atomic_write(out / "results.csv", _csv_text(rows), overwrite=force),
+        atomic_write(out / "results.csv",
+                     evaluation.csv_text((dataclasses.asdict(r) for r in rows), COLUMNS),
+                     overwrite=force),
         atomic_write(out / "results.md", _markdown_text(rows, spec, meta), overwrite=force),
     ]
     scores = {METHOD_NAMES[r.method]: (f"{r.psnr_test:.2f} dB / {r.ssim_test:.3f}"
