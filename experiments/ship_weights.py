@@ -7,7 +7,7 @@ of ``data/weights/README.md`` from every manifest found, so the README never
 states a number that the files do not hold.
 
 Run: ``python experiments/ship_weights.py RUN_DIR --log RUN.log --command "lpd train ..."
-[--which best|latest] [--force]``
+[--which best|latest] [--force]``; ``--table-only`` rewrites the table alone.
 """
 
 from __future__ import annotations
@@ -17,10 +17,18 @@ import json
 import sys
 from pathlib import Path
 
-from lpd import training
+from lpd import realdata, training
 from lpd._io import atomic_write
 
 _BEGIN, _END = "<!-- table: begin -->", "<!-- table: end -->"
+
+
+def _validation_set(config: dict) -> str:
+    if config["images"] == "real_ct":
+        # A finite set is validated on whole: every slice of the split.
+        n = sum(hi - lo for lo, hi in realdata.HEAD_CT_SPLITS["validation"])
+        return f"{n} head-CT slices"
+    return f"{config['validation_size']} random {config['images']} phantoms"
 
 
 def table(root: Path) -> str:
@@ -36,33 +44,45 @@ def table(root: Path) -> str:
             f"| `{directory.relative_to(root)}` | {config['network']['method']} | "
             f"{config['steps']} steps, batch {config['batch_size']}, seed {config['seed']} | "
             f"{manifest.get('step')} | {validation.get('psnr', float('nan')):.2f} on "
-            f"{config['validation_size']} images | {hours:.1f} h | "
+            f"{_validation_set(config)} | {hours:.1f} h | "
             f"`{manifest.get('command') or ''}` |")
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--log", type=Path, required=True, help="the run's console output")
-    parser.add_argument("--command", required=True, help="the command that trained the run")
-    parser.add_argument("--which", choices=("best", "latest"), default="best")
-    parser.add_argument("--force", action="store_true", help="replace shipped weights")
-    args = parser.parse_args(argv)
-
-    config = json.loads((args.run_dir / "config.json").read_text())
-    root = training.default_weights_dir()
-    dest = root / config["setup"] / config["network"]["method"]
-    if (dest / "model.npz").exists() and not args.force:
-        print(f"{dest} holds shipped weights; pass --force to replace them", file=sys.stderr)
-        return 2
-    training.export_weights(args.run_dir, dest, args.which, command=args.command, log=args.log)
+def rewrite_table(root: Path) -> Path:
+    """Replace the table of ``root/README.md`` with the one the manifests give."""
     readme = root / "README.md"
     text = readme.read_text()
     head, rest = text.split(_BEGIN, 1)
     _, tail = rest.split(_END, 1)
     atomic_write(readme, f"{head}{_BEGIN}\n{table(root)}\n{_END}{tail}", overwrite=True)
-    print(f"shipped {args.run_dir} -> {dest}; updated {readme}")
+    return readme
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path, nargs="?")
+    parser.add_argument("--log", type=Path, help="the run's console output")
+    parser.add_argument("--command", help="the command that trained the run")
+    parser.add_argument("--which", choices=("best", "latest"), default="best")
+    parser.add_argument("--force", action="store_true", help="replace shipped weights")
+    parser.add_argument("--table-only", action="store_true",
+                        help="ship nothing; only rewrite the table of data/weights/README.md")
+    args = parser.parse_args(argv)
+    root = training.default_weights_dir()
+    if args.table_only:
+        print(f"updated {rewrite_table(root)}")
+        return 0
+    if args.run_dir is None or args.log is None or args.command is None:
+        parser.error("RUN_DIR, --log and --command are required (or --table-only)")
+
+    config = json.loads((args.run_dir / "config.json").read_text())
+    dest = root / config["setup"] / config["network"]["method"]
+    if (dest / "model.npz").exists() and not args.force:
+        print(f"{dest} holds shipped weights; pass --force to replace them", file=sys.stderr)
+        return 2
+    training.export_weights(args.run_dir, dest, args.which, command=args.command, log=args.log)
+    print(f"shipped {args.run_dir} -> {dest}; updated {rewrite_table(root)}")
     return 0
 
 
