@@ -524,6 +524,7 @@ def run(experiment: str, preset: str = "default", out: str | os.PathLike | None 
     timing = settings["timing"]
     rows: list[Row] = []
     test_recons: dict[str, np.ndarray] = {}
+    shown_scores: dict[str, str] = {}  # of the image in the figure
     for key in keys:
         method = reconstructors[key]
         name = METHOD_NAMES[key]
@@ -547,9 +548,11 @@ def run(experiment: str, preset: str = "default", out: str | os.PathLike | None 
                                        keep_images=True)
             row.psnr_test, row.ssim_test, row.n_test = (test.psnr_mean, test.ssim_mean,
                                                         test.n_samples)
-            test_recons[key] = test.images[0]
+            shown = test
         else:
-            test_recons[key] = held.images[0]
+            shown = held
+        test_recons[key] = shown.images[0]
+        shown_scores[name] = f"{shown.psnr[0]:.2f} dB / {shown.ssim[0]:.3f}"
         paper = spec.paper.get(key)
         if paper is not None:
             row.paper_psnr, row.paper_ssim = paper.psnr, paper.ssim
@@ -560,31 +563,35 @@ def run(experiment: str, preset: str = "default", out: str | os.PathLike | None 
             f"{test_part}; {row.runtime_ms:.1f} ms per image")
 
     wall = time.perf_counter() - started
-    truth = test_images[0] if test_images is not None else held_images[0]
+    if test_images is not None:
+        truth, figure_text = test_images[0], test_text
+    else:
+        truth, figure_text = held_images[0], held_text
+    if len(test_images if test_images is not None else held_images) > 1:
+        figure_text = f"the first of {figure_text}"
     meta = {"experiment": experiment, "preset": preset, "setup": setup.config.name,
             "methods": list(keys), "train": train, "held_out": held_text, "test": test_text,
             "data_range": 1.0, "command": command, "wall_seconds": wall}
-    written = _write_outputs(out, spec, rows, meta, truth, test_recons, histories, force)
+    written = _write_outputs(out, spec, rows, meta, truth, test_recons, histories, force,
+                             shown_scores, figure_text)
     log(f"done in {wall:.0f} s; wrote " + ", ".join(str(p) for p in written))
     return rows
 
 
 def _write_outputs(out: Path, spec: Experiment, rows: list[Row], meta: dict,
                    truth: np.ndarray, recons: dict[str, np.ndarray], histories: dict,
-                   force: bool) -> list[Path]:
+                   force: bool, scores: dict[str, str], figure_text: str) -> list[Path]:
     written = [
         atomic_write(out / "results.csv",
                      evaluation.csv_text((dataclasses.asdict(r) for r in rows), COLUMNS),
                      overwrite=force),
         atomic_write(out / "results.md", _markdown_text(rows, spec, meta), overwrite=force),
     ]
-    scores = {METHOD_NAMES[r.method]: (f"{r.psnr_test:.2f} dB / {r.ssim_test:.3f}"
-                                       if r.psnr_test is not None else "") for r in rows}
     names = {METHOD_NAMES[k]: v for k, v in recons.items()}
     written.append(figures.reconstruction_figure(
         truth, names, out / "reconstructions.png", window=spec.window,
         narrow_window=spec.narrow_window, scores=scores,
-        title=f"{spec.title} ({meta['test']})", overwrite=force))
+        title=f"{spec.title}\n{figure_text}", overwrite=force))
     if histories:
         written.append(figures.training_curves_figure(
             histories, out / "training_curves.png",

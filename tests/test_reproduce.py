@@ -120,6 +120,28 @@ def test_users_images_replace_the_held_out_set(tmp_path, quick):
     assert rows[0].psnr > 15
 
 
+def test_figure_captions_score_the_image_shown(tmp_path, quick, monkeypatch):
+    from lpd import figures, metrics
+
+    captured = {}
+    monkeypatch.setattr(figures, "reconstruction_figure",
+                        lambda truth, recons, path, **kw: captured.update(
+                            truth=truth, recons=recons, **kw) or path)
+    images = np.zeros((2, 128, 128), np.float32)
+    images[0, 40:80, 50:90] = 0.5
+    images[1, 20:100, 30:60] = 1.0  # a different image: the mean is not its score
+    path = tmp_path / "mine.npy"
+    np.save(path, images)
+    rows = reproduce.run("ellipses", "quick", tmp_path / "run", methods=["fbp"],
+                         images=path, log=lambda _: None)
+    shown = captured["recons"]["FBP"]
+    psnr = metrics.psnr(captured["truth"], shown)
+    assert np.array_equal(captured["truth"], images[0])
+    assert captured["scores"]["FBP"].startswith(f"{psnr:.2f} dB")
+    assert f"{rows[0].psnr:.2f}" != f"{psnr:.2f}"
+    assert "the first of 2 image(s)" in captured["title"]
+
+
 @pytest.mark.parametrize("content, match", [
     (np.zeros((64, 64)), "shape"),
     (np.zeros((2, 128, 128), complex), "dtype"),
