@@ -57,12 +57,11 @@ def main(argv=None) -> int:
         except training.WeightsError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
-        setup_name = name.split("/", 1)[0]
-        if operators.get_setup(setup_name).config.noise.kind != "poisson":
+        setup = operators.get_setup(name.split("/", 1)[0])
+        if setup.config.noise.kind != "poisson":
             print(f"error: {name}: only the human-CT models have a finite training set",
                   file=sys.stderr)
             return 1
-        setup = operators.get_setup(setup_name)
         for split in SPLITS:
             n, psnr, ssim = scores(model, setup, split, args.noise_draws, args.seed)
             print(f"{name:<20} {split:<11} {n:>7} {psnr:>8.2f} {ssim:>6.3f}", flush=True)
