@@ -16,26 +16,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 
-from lpd import datasets, metrics, operators, realdata, training
+from lpd import datasets, evaluation, operators, realdata, training
 
 SPLITS = ("train", "validation", "test")
 
 
-def scores(model, setup, split: str, noise_draws: int, seed: int,
-           batch: int = 8) -> tuple[int, float, float]:
+def scores(model, setup, split: str, noise_draws: int, seed: int) -> tuple[int, float, float]:
     """Number of samples, mean PSNR and mean SSIM of ``model`` on one split."""
     slices = realdata.real_ct_slices(setup, split)
     data, images = datasets.fixed_set(setup, slices, len(slices) * noise_draws, seed=seed)
-    psnr, ssim = [], []
-    for start in range(0, len(data), batch):
-        out = np.asarray(model(data[start:start + batch, ..., None], training=False))[..., 0]
-        for truth, estimate in zip(images[start:start + batch], out, strict=True):
-            psnr.append(metrics.psnr(truth, estimate))
-            ssim.append(metrics.ssim(truth, estimate))
-    return len(data), float(np.mean(psnr)), float(np.mean(ssim))
+    batched = SimpleNamespace(reconstruct_batch=lambda y: np.asarray(
+        model(np.asarray(y, np.float32)[..., None], training=False))[..., 0])
+    result = evaluation.evaluate(batched, data, images, name=split, timed=False)
+    return result.n_samples, result.psnr_mean, result.ssim_mean
 
 
 def main(argv=None) -> int:
