@@ -57,7 +57,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from lpd import training
 
     overrides = {}
-    for field in ("steps", "batch_size", "seed"):
+    for field in ("steps", "batch_size", "seed", "learning_rate", "init_from"):
         value = getattr(args, field)
         if value is not None:
             overrides[field] = value
@@ -137,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, help="override the preset's number of steps")
     train.add_argument("--batch-size", type=int, help="override the preset's batch size")
     train.add_argument("--seed", type=int, help="seed of weights and data (default 0)")
+    train.add_argument("--learning-rate", type=float,
+                       help="override the initial learning rate (default 1e-3; lower it "
+                            "to fine-tune with --init-from)")
+    train.add_argument("--init-from", metavar="WEIGHTS",
+                       help="start from trained weights of the same network instead of a "
+                            "random initialisation: a shipped name (e.g. ellipses/lpd), a "
+                            "weights or checkpoint directory, or a run directory (its best "
+                            "checkpoint); to fine-tune on another set-up or data, or to "
+                            "continue a finished run with a new schedule")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last checkpoint")
     train.add_argument("--force", action="store_true",

@@ -305,6 +305,12 @@ class TrainingConfig:
     distribute : {"auto", "none", "mirrored"}
         ``"auto"``: `tf.distribute.MirroredStrategy` when more than one GPU (or
         more than one logical CPU device) is visible; ``"mirrored"`` forces it.
+    init_from : str or None
+        Start from trained weights instead of a random initialisation (fine-tuning
+        on another set-up or data, or a finished run continued with a new
+        schedule): a shipped name such as ``"ellipses/lpd"``, a weights or
+        checkpoint directory, or a run directory (its best checkpoint). The
+        network must be the same; the run records the weights' SHA-256.
     """
 
     setup: Any = "ellipses"
@@ -327,6 +333,7 @@ class TrainingConfig:
     operator_backend: Literal["auto", "matrix", "odl"] = "auto"
     deterministic: bool = True
     distribute: Literal["auto", "none", "mirrored"] = "auto"
+    init_from: str | None = None
 
     def __post_init__(self):
         if isinstance(self.network, dict):
@@ -353,6 +360,9 @@ class TrainingConfig:
             raise ValueError("seeds must be >= 0")
         if self.operator_backend not in ("auto", "matrix", "odl"):
             raise ValueError(f"unknown operator_backend {self.operator_backend!r}")
+        if self.init_from is not None and not (isinstance(self.init_from, str)
+                                               and self.init_from.strip()):
+            raise ValueError(f"init_from must be a non-empty path or name, got {self.init_from!r}")
         if self.distribute not in ("auto", "none", "mirrored"):
             raise ValueError(
                 f"distribute must be 'auto', 'none' or 'mirrored', got {self.distribute!r}"

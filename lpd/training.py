@@ -38,6 +38,10 @@ way (set ``TF_CONFIG`` on each worker and pass the strategy to `train`).
 
 Pretrained weights ship as exported checkpoints under ``data/weights/<name>/``
 (`export_weights` writes one; `load_pretrained` reads it and checks its SHA-256).
+A run can start from such weights instead of random ones (``init_from`` of the
+configuration): fine-tuning on another set-up or data, or continuing a finished
+run under a new learning-rate schedule. The run records the source's SHA-256,
+and `export_weights` carries it into the manifest.
 
 References
 ----------
@@ -438,20 +442,21 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best", *,
     WeightsError
         If no checkpoint is found or its files are corrupt.
     """
-    path = Path(path)
-    if (path / "model.npz").exists():
-        return _model_from_dir(path, operator)
-    checkpoints = _Checkpoints(path / "checkpoints", keep=1)
-    if which == "best":
-        name = checkpoints.index().get("best")
-        directory = checkpoints.root / name if name else checkpoints.latest()
-    elif which == "latest":
-        directory = checkpoints.latest()
-    else:
+    return _model_from_dir(_weights_dir(Path(path), which), operator)
+
+
+def _weights_dir(path: Path, which: str = "best") -> Path:
+    """The directory holding ``model.npz``: ``path`` itself, or a run's checkpoint."""
+    if which not in ("best", "latest"):
         raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+    if (path / "model.npz").exists():
+        return path
+    checkpoints = _Checkpoints(path / "checkpoints", keep=1)
+    name = checkpoints.index().get("best") if which == "best" else None
+    directory = checkpoints.root / name if name else checkpoints.latest()
     if directory is None or not directory.exists():
-        raise WeightsError(f"no checkpoint found in {path}")
-    return _model_from_dir(directory, operator)
+        raise WeightsError(f"no weights (model.npz) and no checkpoint found in {path}")
+    return directory
 
 
 def default_weights_dir() -> Path:
@@ -491,14 +496,7 @@ def export_weights(run_dir: str | os.PathLike, dest: str | os.PathLike,
         The run's console output, copied to ``dest/train.log``.
     """
     run_dir, dest = Path(run_dir), Path(dest)
-    if (run_dir / "model.npz").exists():
-        source = run_dir
-    else:
-        checkpoints = _Checkpoints(run_dir / "checkpoints", keep=1)
-        name = checkpoints.index().get("best") if which == "best" else None
-        source = checkpoints.root / name if name else checkpoints.latest()
-        if source is None:
-            raise WeightsError(f"no checkpoint found in {run_dir}")
+    source = _weights_dir(run_dir, which)
     # Load once to check that the files are sound before shipping them.
     _model_from_dir(source)
     state = json.loads((source / "state.json").read_text())
@@ -514,6 +512,8 @@ def export_weights(run_dir: str | os.PathLike, dest: str | os.PathLike,
                 "validation": state.get("validation"),
                 "training_seconds": state.get("training_seconds"),
                 "command": command}
+    if state.get("init") is not None:
+        manifest["init_from"] = state["init"]
     _atomic_write_text(dest / "manifest.json", json.dumps(manifest, indent=2))
     return dest
 
@@ -558,19 +558,66 @@ def load_pretrained(name: str, weights_dir: str | os.PathLike | None = None, *,
             f"available: {', '.join(available) or 'none'}. Train them with `lpd train` and "
             "ship them with lpd.training.export_weights"
         )
+    _check_manifest(directory)
+    return _model_from_dir(directory, operator)
+
+
+def _check_manifest(directory: Path) -> str:
+    """SHA-256 of ``directory/model.npz``, checked against its manifest if it has one."""
+    actual = _sha256(directory / "model.npz")
     manifest_path = directory / "manifest.json"
     if manifest_path.exists():
         try:
             expected = json.loads(manifest_path.read_text())["sha256"]
         except (OSError, ValueError, KeyError) as err:
             raise WeightsError(f"manifest {manifest_path} is unreadable: {err}") from err
-        actual = _sha256(directory / "model.npz")
         if actual != expected:
             raise WeightsError(
                 f"{directory / 'model.npz'} is corrupt: SHA-256 {actual[:12]}... differs from "
                 f"the manifest's {expected[:12]}... (re-download or re-export the weights)"
             )
-    return _model_from_dir(directory, operator)
+    return actual
+
+
+def _init_source(config: TrainingConfig) -> tuple[Path, dict]:
+    """Resolve ``config.init_from`` to a weights directory and describe it.
+
+    A path that exists wins; otherwise the name of shipped weights. The
+    network saved with the weights must equal the run's.
+    """
+    spec = config.init_from
+    path = Path(spec).expanduser()
+    if not path.exists():
+        shipped = default_weights_dir() / spec
+        if not (shipped / "model.npz").exists():
+            available = sorted(str(p.parent.relative_to(default_weights_dir()))
+                               for p in default_weights_dir().glob("**/model.npz"))
+            raise WeightsError(
+                f"init_from {spec!r}: no such directory, and no shipped weights of that "
+                f"name (shipped: {', '.join(available) or 'none'})")
+        path = shipped
+    directory = _weights_dir(path)
+    sha256 = _check_manifest(directory)
+    source = _read_config(directory / "config.json")
+    if source.network != config.network:
+        differ = [f.name for f in dataclasses.fields(NetworkConfig)
+                  if getattr(source.network, f.name) != getattr(config.network, f.name)]
+        raise WeightsError(
+            f"init_from {spec!r}: those weights belong to another network (it differs in "
+            f"{', '.join(differ)}); fine-tuning needs the same method and sizes")
+    state_path = directory / "state.json"
+    manifest_path = directory / "manifest.json"
+    step = None
+    for meta in (state_path, manifest_path):
+        if meta.exists():
+            try:
+                step = json.loads(meta.read_text()).get("step")
+            except (OSError, ValueError) as err:
+                raise WeightsError(f"{meta} is unreadable: {err}") from err
+            break
+    setup = source.setup if isinstance(source.setup, str) else source.setup.name
+    return directory, {"source": str(directory), "sha256": sha256, "step": step,
+                       "setup": setup}
 
 
 # ---------------------------------------------------------------------------
@@ -865,6 +912,9 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
         If ``out_dir`` holds files and neither ``resume`` nor ``force`` is set.
     ValueError
         If ``resume`` is set and ``config`` differs from the saved one.
+    WeightsError
+        If ``config.init_from`` names no weights, corrupt ones, or those of
+        another network (checked before anything is written).
 
     References
     ----------
@@ -877,11 +927,15 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
 
     out = Path(out_dir)
     config = _prepare_out_dir(out, config, resume, force, log)
+    checkpoints = _Checkpoints(out / "checkpoints", config.keep_checkpoints)
+    latest = checkpoints.latest() if resume else None
+    init = None
+    if config.init_from is not None and latest is None:
+        # Checked before anything is written, so a bad source leaves no run behind.
+        init_dir, init = _init_source(config)
     out.mkdir(parents=True, exist_ok=True)
     config_json = to_json(config)
     _atomic_write_text(out / "config.json", config_json)
-    checkpoints = _Checkpoints(out / "checkpoints", config.keep_checkpoints)
-    latest = checkpoints.latest() if resume else None
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -899,7 +953,7 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
         optimizer.build(model.trainable_variables)
 
     state = {"step": 0, "batches": 0, "best_psnr": -math.inf, "best": None,
-             "best_step": None, "training_seconds": 0.0}
+             "best_step": None, "training_seconds": 0.0, "init": None}
     if latest is not None:
         _assign(model.weights, latest / "model.npz", "model")
         _assign(optimizer.variables, latest / "optimizer.npz", "optimizer")
@@ -913,6 +967,12 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
         log(f"resuming {out} from {latest.name} (step {state['step']} of {config.steps})")
     elif resume:
         log(f"no checkpoint in {out}: starting a fresh run")
+    if init is not None:
+        _assign(model.weights, init_dir / "model.npz", "model")
+        state["init"] = init
+        step_text = f"step {init['step']}" if init["step"] is not None else "unknown step"
+        log(f"initialised from {init['source']} ({step_text} on {init['setup']}, "
+            f"SHA-256 {init['sha256'][:12]}...)")
 
     history = _read_history(out / "history.jsonl", state["step"])
     val_data, val_images = _validation_set(config, setup, validation)

@@ -48,3 +48,17 @@ def test_train_tiny_then_refuse_to_overwrite_then_resume(tmp_path, capsys):
     assert "exist" in capsys.readouterr().err
     # Resuming a finished run is allowed and changes nothing.
     assert main(["train", "--resume", "--out", str(out)]) == 0
+
+
+def test_train_init_from_fine_tunes_and_names_a_bad_source(tmp_path, capsys):
+    source = tmp_path / "source"
+    base = ["train", "--preset", "tiny", "--method", "lgd", "--steps", "2"]
+    assert main([*base, "--out", str(source)]) == 0
+    tuned = tmp_path / "tuned"
+    assert main([*base, "--out", str(tuned), "--init-from", str(source),
+                 "--learning-rate", "1e-4"]) == 0
+    config = json.loads((tuned / "config.json").read_text())
+    assert config["init_from"] == str(source) and config["learning_rate"] == 1e-4
+    assert "initialised from" in capsys.readouterr().out
+    assert main([*base, "--out", str(tmp_path / "bad"), "--init-from", "ellipses/nothing"]) == 1
+    assert "no shipped weights of that name" in capsys.readouterr().err

@@ -9,6 +9,7 @@ TensorFlow starts).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -194,6 +195,66 @@ def test_export_and_load_pretrained(tmp_path):
     (weights / "ellipses_small" / "lp" / "manifest.json").unlink()
     with pytest.raises(training.WeightsError, match="corrupt"):
         training.load_pretrained("ellipses_small/lp", weights)
+
+
+def test_init_from_starts_at_the_given_weights_and_records_them(tmp_path):
+    data, validation = _stream()
+    source = tmp_path / "source"
+    training.train(_config(steps=3), source, data=data, validation=validation, log=_quiet)
+    best = training.load_checkpoint(source, "best")
+    best_dir = source / "checkpoints" / json.loads(
+        (source / "checkpoints" / "index.json").read_text())["best"]
+    best_psnr = json.loads((best_dir / "state.json").read_text())["validation"]["psnr"]
+
+    tuned = tmp_path / "tuned"
+    config = _config(steps=4, init_from=str(source), learning_rate=1e-4)
+    lines = []
+    # A time limit of 0 stops before the first step: the weights are the source's.
+    result = training.train(config, tuned, data=data, validation=validation,
+                            log=lines.append, max_seconds=0)
+    assert result.step == 0
+    for ours, theirs in zip(result.model.weights, best.weights, strict=True):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    assert any(line.startswith("initialised from") for line in lines)
+    history = [json.loads(line) for line in (tuned / "history.jsonl").read_text().splitlines()]
+    assert history[0]["step"] == 0
+    assert history[0]["psnr"] == pytest.approx(best_psnr, abs=1e-4)
+
+    # Resuming takes the run's own checkpoint; the record of the source stays.
+    data, _ = _stream()
+    result = training.train(config, tuned, resume=True, data=data, validation=validation,
+                            log=_quiet)
+    assert result.status == "completed" and result.step == 4
+    state = json.loads((result.checkpoint / "state.json").read_text())
+    sha = hashlib.sha256((best_dir / "model.npz").read_bytes()).hexdigest()
+    assert state["init"]["sha256"] == sha and state["init"]["step"] == 3
+    weights = training.export_weights(tuned, tmp_path / "weights" / "tuned")
+    manifest = json.loads((weights / "manifest.json").read_text())
+    assert manifest["init_from"]["sha256"] == sha
+
+
+def test_init_from_refuses_missing_corrupt_or_foreign_weights(tmp_path):
+    data, validation = _stream()
+    with pytest.raises(training.WeightsError, match="no such directory.*shipped: "):
+        training.train(_config(init_from=str(tmp_path / "nowhere")), tmp_path / "a",
+                       data=data, validation=validation, log=_quiet)
+    assert not (tmp_path / "a").exists()  # nothing written for a bad source
+
+    lgd_run = tmp_path / "lgd"
+    training.train(_config("lgd", steps=2), lgd_run, data=data, validation=validation,
+                   log=_quiet)
+    with pytest.raises(training.WeightsError, match="another network.*method"):
+        training.train(_config(init_from=str(lgd_run)), tmp_path / "b", data=data,
+                       validation=validation, log=_quiet)
+
+    shipped = training.export_weights(lgd_run, tmp_path / "weights" / "lgd")
+    path = shipped / "model.npz"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(training.WeightsError, match="corrupt"):
+        training.train(_config("lgd", init_from=str(shipped)), tmp_path / "c", data=data,
+                       validation=validation, log=_quiet)
+    with pytest.raises(ValueError, match="init_from"):
+        _config(init_from="  ")
 
 
 def test_load_pretrained_says_when_nothing_is_shipped(tmp_path):
