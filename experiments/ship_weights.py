@@ -40,9 +40,16 @@ def table(root: Path) -> str:
         config = json.loads((directory / "config.json").read_text())
         validation = manifest.get("validation") or {}
         hours = (manifest.get("training_seconds") or 0) / 3600
+        schedule = f"{config['steps']} steps, batch {config['batch_size']}, seed {config['seed']}"
+        if config.get("learning_rate", 1e-3) != 1e-3:
+            schedule += f", learning rate {config['learning_rate']:g}"
+        init = manifest.get("init_from")
+        if init:
+            # A fine-tuned model: its training time and command are this run's only.
+            schedule += (f", from {init['setup']} weights of step {init['step']} "
+                         f"(SHA-256 {init['sha256'][:12]}…)")
         lines.append(
-            f"| `{directory.relative_to(root)}` | {config['network']['method']} | "
-            f"{config['steps']} steps, batch {config['batch_size']}, seed {config['seed']} | "
+            f"| `{directory.relative_to(root)}` | {config['network']['method']} | {schedule} | "
             f"{manifest.get('step')} | {validation.get('psnr', float('nan')):.2f} on "
             f"{_validation_set(config)} | {hours:.1f} h | "
             f"`{manifest.get('command') or ''}` |")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from lpd import classical, cli, operators, reproduce, training
+from lpd import config as lpd_config
 
 
 @pytest.fixture()
@@ -249,17 +250,40 @@ def test_shipped_weights_of_the_default_presets_load_and_say_how_they_were_made(
             assert (directory / "train.log").stat().st_size > 0
 
 
-def test_weights_readme_table_is_the_one_the_manifests_give():
-    # experiments/ship_weights.py rewrites the table from the shipped files; a
-    # hand edit or a forgotten re-run shows up here.
+def _ship_weights_module():
     import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "ship_weights.py"
     spec = importlib.util.spec_from_file_location("ship_weights", path)
-    ship_weights = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ship_weights)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_weights_readme_table_is_the_one_the_manifests_give():
+    # experiments/ship_weights.py rewrites the table from the shipped files; a
+    # hand edit or a forgotten re-run shows up here.
+    ship_weights = _ship_weights_module()
     root = training.default_weights_dir()
     readme = (root / "README.md").read_text()
     shipped = readme.split(ship_weights._BEGIN, 1)[1].split(ship_weights._END, 1)[0]
     assert shipped.strip() == ship_weights.table(root)
+
+
+def test_weights_table_names_the_source_of_a_fine_tuned_model(tmp_path):
+    ship_weights = _ship_weights_module()
+    directory = tmp_path / "ellipses" / "lpd"
+    directory.mkdir(parents=True)
+    config = training.make_config("lpd", "ellipses", "cpu", steps=2000, seed=2,
+                                  learning_rate=3e-4, init_from="ellipses/lpd")
+    (directory / "config.json").write_text(lpd_config.to_json(config))
+    manifest = {"sha256": "0" * 64, "step": 1500, "training_seconds": 1800,
+                "validation": {"psnr": 33.5}, "command": "lpd train --init-from ellipses/lpd",
+                "init_from": {"source": "data/weights/ellipses/lpd", "sha256": "ab" * 32,
+                              "step": 6000, "setup": "ellipses"}}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    row = ship_weights.table(tmp_path).splitlines()[-1]
+    assert "2000 steps, batch 1, seed 2, learning rate 0.0003" in row
+    assert "from ellipses weights of step 6000 (SHA-256 abababababab…)" in row
+    assert "| 1500 | 33.50 on 16 random ellipses phantoms | 0.5 h |" in row
