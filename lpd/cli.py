@@ -57,7 +57,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from lpd import training
 
     overrides = {}
-    for field in ("steps", "batch_size", "seed", "learning_rate", "init_from"):
+    for field in ("steps", "batch_size", "seed", "learning_rate", "init_from", "augment"):
         value = getattr(args, field)
         if value is not None:
             overrides[field] = value
@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float,
                        help="override the initial learning rate (default 1e-3; lower it "
                             "to fine-tune with --init-from)")
+    train.add_argument("--augment", choices=("flips", "dihedral"),
+                       help="draw each training image under a random flip, or a random "
+                            "symmetry of the square (dihedral: rotations by 90 degrees and "
+                            "flips); for small sets of real slices such as human_small's")
     train.add_argument("--init-from", metavar="WEIGHTS",
                        help="start from trained weights of the same network instead of a "
                             "random initialisation: a shipped name (e.g. ellipses/lpd), a "

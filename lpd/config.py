@@ -305,6 +305,9 @@ class TrainingConfig:
     distribute : {"auto", "none", "mirrored"}
         ``"auto"``: `tf.distribute.MirroredStrategy` when more than one GPU (or
         more than one logical CPU device) is visible; ``"mirrored"`` forces it.
+    augment : {None, "flips", "dihedral"}
+        Train on each image under a random flip, or a random symmetry of the
+        square (see `lpd.datasets.training_pairs`); for small sets of real slices.
     init_from : str or None
         Start from trained weights instead of a random initialisation (fine-tuning
         on another set-up or data, or a finished run continued with a new
@@ -333,6 +336,7 @@ class TrainingConfig:
     operator_backend: Literal["auto", "matrix", "odl"] = "auto"
     deterministic: bool = True
     distribute: Literal["auto", "none", "mirrored"] = "auto"
+    augment: Literal["flips", "dihedral"] | None = None
     init_from: str | None = None
 
     def __post_init__(self):
@@ -360,6 +364,8 @@ class TrainingConfig:
             raise ValueError("seeds must be >= 0")
         if self.operator_backend not in ("auto", "matrix", "odl"):
             raise ValueError(f"unknown operator_backend {self.operator_backend!r}")
+        if self.augment not in (None, "flips", "dihedral"):
+            raise ValueError(f"augment must be None, 'flips' or 'dihedral', got {self.augment!r}")
         if self.init_from is not None and not (isinstance(self.init_from, str)
                                                and self.init_from.strip()):
             raise ValueError(f"init_from must be a non-empty path or name, got {self.init_from!r}")

@@ -60,6 +60,8 @@ __all__ = [
     "RandomPhantoms",
     "ImageSet",
     "training_pairs",
+    "AUGMENTATIONS",
+    "symmetry",
     "measured_pairs",
     "fixed_set",
 ]
@@ -546,7 +548,40 @@ class ImageSet(ImageSource):
 # First element of the spawn key of each stream. Training and fixed sets use
 # different streams, so a fixed set never repeats a training sample of the
 # same seed.
-_TRAIN_IMAGE, _TRAIN_NOISE, _TRAIN_ORDER, _FIXED_IMAGE, _FIXED_NOISE = range(5)
+_TRAIN_IMAGE, _TRAIN_NOISE, _TRAIN_ORDER, _FIXED_IMAGE, _FIXED_NOISE, _TRAIN_AUGMENT = range(6)
+
+# Symmetries a training image may be drawn under (`training_pairs`' ``augment``).
+AUGMENTATIONS = ("flips", "dihedral")
+
+
+def symmetry(image: np.ndarray, k: int) -> np.ndarray:
+    """Symmetry ``k`` of the square applied to ``image`` (its last two axes).
+
+    ``k`` in 0..3: the identity, the flip of the first axis, of the second axis,
+    and both (the 180° rotation); ``k`` in 4..7 transposes the result of
+    ``k - 4`` (the other four symmetries; square images only).
+    """
+    k = int(k)
+    if not 0 <= k < 8:
+        raise ValueError(f"a symmetry of the square is numbered 0 to 7, got {k}")
+    out = image
+    if k & 1:
+        out = np.flip(out, axis=-2)
+    if k & 2:
+        out = np.flip(out, axis=-1)
+    if k & 4:
+        if out.shape[-1] != out.shape[-2]:
+            raise ValueError(f"transposing symmetries need square images, got {out.shape[-2:]}")
+        out = np.swapaxes(out, -1, -2)
+    return np.ascontiguousarray(out)
+
+
+def _augment(images: np.ndarray, samples: np.ndarray, seed: int, kind: str | None) -> np.ndarray:
+    if kind is None:
+        return images
+    count = 8 if kind == "dihedral" else 4
+    return np.stack([symmetry(image, _rng(seed, _TRAIN_AUGMENT, int(n)).integers(count))
+                     for image, n in zip(images, samples, strict=True)])
 
 
 def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
@@ -672,7 +707,8 @@ def training_pairs(setup: Setup | str, source: ImageSource, batch_size: int, see
                    start: int = 0, num_batches: int | None = None,
                    noise: GaussianNoise | PoissonNoise | None = None, post_log: bool = False,
                    num_parallel_calls: int | None = None,
-                   prefetch: int | None = None) -> tf.data.Dataset:
+                   prefetch: int | None = None,
+                   augment: str | None = None) -> tf.data.Dataset:
     """A ``tf.data`` pipeline of simulated training batches ``(data, image)``.
 
     Each batch is made on the fly (phantom or real slice, projection, noise) by
@@ -709,6 +745,12 @@ def training_pairs(setup: Setup | str, source: ImageSource, batch_size: int, see
         number of cores, at most 4.
     prefetch : int, optional
         Batches made ahead (``tf.data.AUTOTUNE`` allowed); 2 by default.
+    augment : {None, "flips", "dihedral"}
+        Draw each training image under a random symmetry before it is
+        simulated: one of the 4 flips (``"flips"``) or of the 8 symmetries of
+        the square (``"dihedral"``, square grids), chosen by ``(seed, n)`` like
+        the rest of the sample. The data are simulated from the transformed
+        image, so every pair is exact. For small sets of real slices.
 
     Returns
     -------
@@ -743,6 +785,11 @@ def training_pairs(setup: Setup | str, source: ImageSource, batch_size: int, see
         noise = noise_model(setup.config.noise)
     if post_log and not isinstance(noise, PoissonNoise):
         raise ValueError("post_log applies to Poisson (pre-log) noise only")
+    if augment is not None and augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augment {augment!r}; choose None or one of {AUGMENTATIONS}")
+    if augment == "dihedral" and source.shape[0] != source.shape[1]:
+        raise ValueError(f"augment='dihedral' needs square images, got shape {source.shape}; "
+                         "use 'flips'")
     # Build the system matrix now, not in the first pipeline call.
     _matrix(setup.ray_trafo if noise.input == "ray_trafo" else setup.operator, _MATRIX_BUDGET)
 
@@ -751,7 +798,7 @@ def training_pairs(setup: Setup | str, source: ImageSource, batch_size: int, see
 
     def make_batch(k):
         samples = np.arange(batch_size, dtype=np.int64) + int(k) * batch_size
-        images = _training_images(source, samples, seed)
+        images = _augment(_training_images(source, samples, seed), samples, seed, augment)
         rngs = [_rng(seed, _TRAIN_NOISE, int(n)) for n in samples]
         data = simulate(setup, images, rngs, noise=noise, post_log=post_log)
         return data[..., None], images[..., None]

@@ -641,7 +641,7 @@ def _training_stream(config: TrainingConfig, setup, data, start: int) -> Iterato
 
         return iter(datasets.training_pairs(setup, _image_source(config, setup, "train"),
                                             config.batch_size, config.seed, start=start,
-                                            post_log=config.post_log))
+                                            post_log=config.post_log, augment=config.augment))
     if isinstance(data, tf.data.Dataset):
         return iter(data.skip(start))
     if callable(data):
@@ -911,7 +911,8 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
     FileExistsError
         If ``out_dir`` holds files and neither ``resume`` nor ``force`` is set.
     ValueError
-        If ``resume`` is set and ``config`` differs from the saved one.
+        If ``resume`` is set and ``config`` differs from the saved one, or
+        ``config.augment`` is set for ``data`` of the caller's.
     WeightsError
         If ``config.init_from`` names no weights, corrupt ones, or those of
         another network (checked before anything is written).
@@ -927,6 +928,10 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
 
     out = Path(out_dir)
     config = _prepare_out_dir(out, config, resume, force, log)
+    if config.augment is not None and data is not None:
+        raise ValueError(f"augment={config.augment!r} applies to the default data stream, not "
+                         "to data given to train(); transform your own images (e.g. with "
+                         "lpd.datasets.symmetry) or leave augment unset")
     checkpoints = _Checkpoints(out / "checkpoints", config.keep_checkpoints)
     latest = checkpoints.latest() if resume else None
     init = None

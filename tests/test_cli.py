@@ -59,6 +59,9 @@ def test_train_init_from_fine_tunes_and_names_a_bad_source(tmp_path, capsys):
                  "--learning-rate", "1e-4"]) == 0
     config = json.loads((tuned / "config.json").read_text())
     assert config["init_from"] == str(source) and config["learning_rate"] == 1e-4
+    assert config["augment"] is None
+    assert main([*base, "--out", str(tmp_path / "flips"), "--augment", "flips"]) == 0
+    assert json.loads((tmp_path / "flips" / "config.json").read_text())["augment"] == "flips"
     assert "initialised from" in capsys.readouterr().out
     assert main([*base, "--out", str(tmp_path / "bad"), "--init-from", "ellipses/nothing"]) == 1
     assert "no shipped weights of that name" in capsys.readouterr().err

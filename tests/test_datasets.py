@@ -186,6 +186,48 @@ def test_training_pairs_visits_a_finite_set_once_per_epoch(small):
     assert np.array_equal(resumed[1][0], batches[6][0])
 
 
+def test_symmetry_is_the_group_of_the_square():
+    image = np.arange(12.0).reshape(3, 4)
+    assert np.array_equal(D.symmetry(image, 0), image)
+    assert np.array_equal(D.symmetry(image, 1), image[::-1])
+    assert np.array_equal(D.symmetry(image, 2), image[:, ::-1])
+    assert np.array_equal(D.symmetry(image, 3), image[::-1, ::-1])
+    square = np.arange(16.0).reshape(4, 4)
+    eight = {D.symmetry(square, k).tobytes() for k in range(8)}
+    rotations = {np.rot90(square, r).tobytes() for r in range(4)}
+    reflections = {np.rot90(square.T, r).tobytes() for r in range(4)}
+    assert eight == rotations | reflections and len(eight) == 8
+    with pytest.raises(ValueError, match="square"):
+        D.symmetry(image, 4)
+    with pytest.raises(ValueError, match="0 to 7"):
+        D.symmetry(square, 8)
+
+
+def test_training_pairs_augment_simulates_the_transformed_image(small):
+    rng = np.random.default_rng(0)
+    images = rng.random((5, 64, 64)).astype(np.float32)
+    source = D.ImageSet.from_array(images, name="random")
+    plain = _batches(D.training_pairs(small, source, 4, seed=2, num_batches=4), 4)
+    augmented = _batches(D.training_pairs(small, source, 4, seed=2, num_batches=4,
+                                          augment="dihedral"), 4)
+    used = set()
+    for (_, x0), (data, x1) in zip(plain, augmented, strict=True):
+        for a, b in zip(x0[..., 0], x1[..., 0], strict=True):
+            matches = [k for k in range(8) if np.array_equal(D.symmetry(a, k), b)]
+            assert matches, "an augmented image is no symmetry of the plain one"
+            used.add(matches[0])
+        # The data are those of the transformed image (5 % noise on top).
+        clean = D.forward_project(small.operator, x1[..., 0])
+        ratio = (data[..., 0] - clean).std(axis=(1, 2)) / np.abs(clean).mean(axis=(1, 2))
+        np.testing.assert_allclose(ratio, 0.05, rtol=0.2)
+    assert len(used) >= 4
+    resumed = _batches(D.training_pairs(small, source, 4, seed=2, start=3, num_batches=1,
+                                        augment="dihedral"), 1)
+    assert np.array_equal(resumed[0][0], augmented[3][0])
+    with pytest.raises(ValueError, match="unknown augment"):
+        D.training_pairs(small, source, 4, seed=2, augment="rotate")
+
+
 def test_fixed_set_is_bit_identical_and_not_a_training_sample(small):
     source = D.RandomPhantoms("ellipses", (64, 64))
     data, images = D.fixed_set(small, source, 3, seed=0)

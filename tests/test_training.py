@@ -173,6 +173,22 @@ def test_default_data_pipeline_and_time_limit(tmp_path):
     assert result.status == "time_limit" and 0 < result.step < 1000
 
 
+def test_augmented_default_stream_trains_and_given_data_refuse_it(tmp_path):
+    config = training.make_config("lgd", preset="tiny", deterministic=False, steps=2,
+                                  augment="dihedral")
+    result = training.train(config, tmp_path / "run", log=_quiet)
+    assert result.status == "completed" and result.step == 2
+    saved = lpd_config.from_json((tmp_path / "run" / "config.json").read_text())
+    assert saved.augment == "dihedral"
+    data, validation = _stream()
+    with pytest.raises(ValueError, match="augment='dihedral' applies to the default"):
+        training.train(config, tmp_path / "other", data=data, validation=validation,
+                       log=_quiet)
+    assert not (tmp_path / "other").exists()
+    with pytest.raises(ValueError, match="augment must be"):
+        _config(augment="rotations")
+
+
 def test_export_and_load_pretrained(tmp_path):
     data, validation = _stream()
     run = tmp_path / "run"
