@@ -927,6 +927,15 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
             print(line, flush=True)
 
     out = Path(out_dir)
+    init = None
+    if config is not None and config.init_from is not None and not resume:
+        # Checked before anything is deleted or written: a bad source leaves no
+        # trace, and --force cannot delete the weights it is asked to start from.
+        init_dir, init = _init_source(config)
+        source = init_dir.resolve()
+        if out.resolve() in (source, *source.parents):
+            raise ValueError(f"init_from {config.init_from!r} lies inside the output directory "
+                             f"{out}; copy the weights elsewhere or train into another directory")
     config = _prepare_out_dir(out, config, resume, force, log)
     if config.augment is not None and data is not None:
         raise ValueError(f"augment={config.augment!r} applies to the default data stream, not "
@@ -934,10 +943,8 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
                          "lpd.datasets.symmetry) or leave augment unset")
     checkpoints = _Checkpoints(out / "checkpoints", config.keep_checkpoints)
     latest = checkpoints.latest() if resume else None
-    init = None
-    if config.init_from is not None and latest is None:
-        # Checked before anything is written, so a bad source leaves no run behind.
-        init_dir, init = _init_source(config)
+    if config.init_from is not None and latest is None and init is None:
+        init_dir, init = _init_source(config)  # a resumed run that had no checkpoint yet
     out.mkdir(parents=True, exist_ok=True)
     config_json = to_json(config)
     _atomic_write_text(out / "config.json", config_json)

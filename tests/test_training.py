@@ -271,6 +271,11 @@ def test_init_from_refuses_missing_corrupt_or_foreign_weights(tmp_path):
                        validation=validation, log=_quiet)
     with pytest.raises(ValueError, match="init_from"):
         _config(init_from="  ")
+    # --force into the run it starts from would delete its own source: refused.
+    with pytest.raises(ValueError, match="inside the output directory"):
+        training.train(_config("lgd", init_from=str(lgd_run)), lgd_run, force=True, data=data,
+                       validation=validation, log=_quiet)
+    assert training.load_checkpoint(lgd_run) is not None
 
 
 def test_load_pretrained_says_when_nothing_is_shipped(tmp_path):
