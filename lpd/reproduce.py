@@ -77,11 +77,12 @@ _LPD_ELLIPSES = "[1], ellipse table, as recalled in DESIGN 4.1b (not re-read fro
 _LPD_HUMAN = "[1] via the authors' talk and blog (seeds 000, 001): Mayo data, 512 x 512"
 
 # What the shipped weights in data/weights/<set-up>/<method> were trained with:
-# `lpd train --setup S --method M --preset cpu --steps N --seed 1` (the command,
-# log and history are stored beside each model).
-_SHIPPED_STEPS = {
-    "ellipses": {"lpd": 6000, "lp": 3000, "lgd": 3000, "unet": 20000},
-    "human_small": {"lpd": 10000, "unet": 6000},
+# `lpd train --setup S --method M --preset cpu --seed 1` and these overrides of
+# the preset (the command, log and history are stored beside each model).
+_SHIPPED_SCHEDULES = {
+    "ellipses": {"lpd": {"steps": 6000}, "lp": {"steps": 3000}, "lgd": {"steps": 3000},
+                 "unet": {"steps": 20000}},
+    "human_small": {"lpd": {"steps": 10000}, "unet": {"steps": 6000, "augment": "dihedral"}},
 }
 
 
@@ -98,8 +99,9 @@ class Experiment:
     - ``test``: ``"shepp_logan"`` or ``"other_patients"`` (the paper's test case
       or its analogue), with ``test_seed``;
     - ``weights``: the directory under ``data/weights`` of the models;
-    - ``training``: the `lpd.training` preset of ``train=True`` and per-method
-      steps (``None``: the preset's own);
+    - ``training``: the `lpd.training` preset of ``train=True`` and, per method,
+      overrides of it (``schedules``, e.g. ``{"steps": 6000}``; ``None``: the
+      preset's own);
     - ``timing``: repeats and warm-up runs of the run-time measurement;
     - ``methods``: the default methods.
     """
@@ -139,12 +141,13 @@ EXPERIMENTS: dict[str, Experiment] = {
         narrow_window=(0.1, 0.4),
         presets={
             "default": {**_ELLIPSES, "weights": "ellipses",
-                        "training": {"preset": "cpu", "steps": _SHIPPED_STEPS["ellipses"]}},
+                        "training": {"preset": "cpu",
+                                     "schedules": _SHIPPED_SCHEDULES["ellipses"]}},
             "quick": {**_ELLIPSES, "weights": "ellipses", "timing": _FEW,
                       "held_out": {**_ELLIPSES["held_out"], "n": 8},
-                      "training": {"preset": "quick", "steps": None}},
+                      "training": {"preset": "quick", "schedules": None}},
             "paper": {**_ELLIPSES, "weights": "ellipses-paper",
-                      "training": {"preset": "paper", "steps": None}},
+                      "training": {"preset": "paper", "schedules": None}},
         },
     ),
     "human": Experiment(
@@ -161,17 +164,18 @@ EXPERIMENTS: dict[str, Experiment] = {
         narrow_window=(0.8, 1.2),
         presets={
             "default": {**_HUMAN, "weights": "human_small",
-                        "training": {"preset": "cpu", "steps": _SHIPPED_STEPS["human_small"]}},
+                        "training": {"preset": "cpu",
+                                     "schedules": _SHIPPED_SCHEDULES["human_small"]}},
             "quick": {**_HUMAN, "weights": "human_small", "timing": _FEW,
                       "held_out": {**_HUMAN["held_out"], "noise_draws": 1},
-                      "training": {"preset": "quick", "steps": None}},
+                      "training": {"preset": "quick", "schedules": None}},
             # The paper's size (512 x 512, 1000 angles): FBP and TV run on a CPU
             # (TV takes minutes per slice); learned models need weights trained
             # at this size (``train=True``: days on a CPU, hours on a GPU).
             "paper": {**_HUMAN, "setup": "human", "methods": ("fbp", "tv", "unet", "lpd"),
                       "weights": "human", "timing": {"repeats": 1, "warmup": 0},
                       "held_out": {**_HUMAN["held_out"], "noise_draws": 1},
-                      "training": {"preset": "paper", "steps": None}},
+                      "training": {"preset": "paper", "schedules": None}},
         },
     ),
 }
@@ -303,7 +307,12 @@ class _Network:
 
 def _training_text(config, step: int | None) -> str:
     done = f"step {step} of {config.steps}" if step is not None else f"{config.steps} steps"
-    return f"{done}, batch {config.batch_size}, seed {config.seed}"
+    text = f"{done}, batch {config.batch_size}, seed {config.seed}"
+    if config.augment is not None:
+        text += f", augment {config.augment}"
+    if config.init_from is not None:
+        text += f", from {config.init_from}"
+    return text
 
 
 def _shipped(weights: str, key: str, log: Callable[[str], Any]):
@@ -327,12 +336,12 @@ def _trained(setup_name: str, key: str, spec: dict, out: Path, log: Callable[[st
     from lpd import training
 
     overrides = {"seed": 1}
-    steps = spec.get("steps")
-    if steps is not None:
-        if key not in steps:
+    schedules = spec.get("schedules")
+    if schedules is not None:
+        if key not in schedules:
             raise ValueError(f"the training preset has no schedule for {key!r} on "
-                             f"{setup_name!r}; give steps for it")
-        overrides["steps"] = steps[key]
+                             f"{setup_name!r}; give one for it")
+        overrides.update(schedules[key])
     config = training.make_config(key, setup_name, spec["preset"], **overrides)
     run_dir = out / "training" / key
     log(f"  {key}: training into {run_dir} ({_training_text(config, None)}, "

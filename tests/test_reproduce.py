@@ -40,10 +40,10 @@ def test_every_preset_names_a_setup_methods_and_classical_parameters():
             assert settings["setup"] in operators.SETUPS, (name, preset)
             assert set(settings["methods"]) <= set(reproduce.METHOD_NAMES)
             classical.load_params(settings["setup"])  # raises if missing
-            steps = settings["training"]["steps"]
-            if steps is not None:
+            schedules = settings["training"]["schedules"]
+            if schedules is not None:
                 learned = set(settings["methods"]) & set(reproduce.LEARNED)
-                assert learned <= set(steps), (name, preset)
+                assert learned <= set(schedules), (name, preset)
 
 
 def test_held_out_sets_have_at_least_100_samples_in_the_default_presets():
@@ -241,11 +241,15 @@ def test_shipped_weights_of_the_default_presets_load_and_say_how_they_were_made(
             model = training.load_pretrained(f"{settings['weights']}/{key}")
             assert model.count_params() > 0
             config = json.loads((directory / "config.json").read_text())
-            steps = settings["training"]["steps"][key]
-            assert (config["steps"], config["seed"]) == (steps, 1), (name, key)
+            # What `reproduce --train` would train is what was shipped, and the
+            # recorded command says so.
+            schedule = settings["training"]["schedules"][key]
+            expected = training.make_config(key, settings["setup"], "cpu", seed=1, **schedule)
+            assert lpd_config.from_dict(config) == expected, (name, key)
             command = json.loads((directory / "manifest.json").read_text())["command"]
-            assert f"--method {key}" in command and f"--steps {steps}" in command
-            assert "--preset cpu" in command
+            assert f"--method {key}" in command and "--preset cpu" in command
+            for field, value in schedule.items():
+                assert f"--{field.replace('_', '-')} {value}" in command, (name, key, field)
             assert (directory / "history.jsonl").stat().st_size > 0
             assert (directory / "train.log").stat().st_size > 0
 
@@ -287,3 +291,11 @@ def test_weights_table_names_the_source_of_a_fine_tuned_model(tmp_path):
     assert "2000 steps, batch 1, seed 2, learning rate 0.0003" in row
     assert "from ellipses weights of step 6000 (SHA-256 abababababab…)" in row
     assert "| 1500 | 33.50 on 16 random ellipses phantoms | 0.5 h |" in row
+
+
+def test_training_column_names_augmentation_and_the_starting_weights():
+    plain = training.make_config("unet", "human_small", "cpu", steps=6000, seed=1)
+    assert reproduce._training_text(plain, 5250) == "step 5250 of 6000, batch 1, seed 1"
+    tuned = dataclasses.replace(plain, augment="dihedral", init_from="human_small/unet")
+    assert reproduce._training_text(tuned, None) == (
+        "6000 steps, batch 1, seed 1, augment dihedral, from human_small/unet")
