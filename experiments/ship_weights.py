@@ -43,6 +43,8 @@ def table(root: Path) -> str:
         schedule = f"{config['steps']} steps, batch {config['batch_size']}, seed {config['seed']}"
         if config.get("learning_rate", 1e-3) != 1e-3:
             schedule += f", learning rate {config['learning_rate']:g}"
+        if config.get("augment"):
+            schedule += f", augment {config['augment']}"
         init = manifest.get("init_from")
         if init:
             # A fine-tuned model: its training time and command are this run's only.

@@ -280,7 +280,8 @@ def test_weights_table_names_the_source_of_a_fine_tuned_model(tmp_path):
     directory = tmp_path / "ellipses" / "lpd"
     directory.mkdir(parents=True)
     config = training.make_config("lpd", "ellipses", "cpu", steps=2000, seed=2,
-                                  learning_rate=3e-4, init_from="ellipses/lpd")
+                                  learning_rate=3e-4, init_from="ellipses/lpd",
+                                  augment="flips")
     (directory / "config.json").write_text(lpd_config.to_json(config))
     manifest = {"sha256": "0" * 64, "step": 1500, "training_seconds": 1800,
                 "validation": {"psnr": 33.5}, "command": "lpd train --init-from ellipses/lpd",
@@ -288,7 +289,7 @@ def test_weights_table_names_the_source_of_a_fine_tuned_model(tmp_path):
                               "step": 6000, "setup": "ellipses"}}
     (directory / "manifest.json").write_text(json.dumps(manifest))
     row = ship_weights.table(tmp_path).splitlines()[-1]
-    assert "2000 steps, batch 1, seed 2, learning rate 0.0003" in row
+    assert "2000 steps, batch 1, seed 2, learning rate 0.0003, augment flips" in row
     assert "from ellipses weights of step 6000 (SHA-256 abababababab…)" in row
     assert "| 1500 | 33.50 on 16 random ellipses phantoms | 0.5 h |" in row
 
