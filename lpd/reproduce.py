@@ -335,6 +335,10 @@ def _shipped(weights: str, key: str, log: Callable[[str], Any]):
 def _trained(setup_name: str, key: str, spec: dict, out: Path, log: Callable[[str], Any]):
     from lpd import training
 
+    unknown = set(spec) - {"preset", "schedules"}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)} in the training settings; "
+                         "give 'preset' and 'schedules' (per-method overrides)")
     overrides = {"seed": 1}
     schedules = spec.get("schedules")
     if schedules is not None:

@@ -217,7 +217,8 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
 
 def test_train_flag_trains_resumably_into_out(tmp_path, quick, monkeypatch):
     spec = reproduce.EXPERIMENTS["ellipses"]
-    preset = dict(spec.presets["quick"], training={"preset": "tiny", "steps": {"lpd": 2}})
+    preset = dict(spec.presets["quick"], training={"preset": "tiny",
+                                                      "schedules": {"lpd": {"steps": 2}}})
     monkeypatch.setitem(reproduce.EXPERIMENTS, "ellipses", dataclasses.replace(
         spec, presets=dict(spec.presets, quick=preset)))
     out = tmp_path / "run"
