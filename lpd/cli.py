@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="directory of LoDoPaB-CT files (default: $LPD_LODOPAB_DIR)")
     data.set_defaults(func=_cmd_datasets)
 
-    from lpd.config import METHODS, PRESETS
+    from lpd.config import AUGMENTATIONS, METHODS, PRESETS
 
     train = commands.add_parser(
         "train", help="train a learned reconstructor (resumable)",
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float,
                        help="override the initial learning rate (default 1e-3; lower it "
                             "to fine-tune with --init-from)")
-    train.add_argument("--augment", choices=("flips", "dihedral"),
+    train.add_argument("--augment", choices=AUGMENTATIONS,
                        help="draw each training image under a random flip, or a random "
                             "symmetry of the square (dihedral: rotations by 90 degrees and "
                             "flips); for small sets of real slices such as human_small's")

@@ -182,6 +182,9 @@ def from_json(text: str) -> Any:
 
 _METHODS = ("lpd", "lp", "lgd", "unet")
 
+# Symmetries a training image may be drawn under (`TrainingConfig.augment`).
+AUGMENTATIONS = ("flips", "dihedral")
+
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
@@ -364,8 +367,9 @@ class TrainingConfig:
             raise ValueError("seeds must be >= 0")
         if self.operator_backend not in ("auto", "matrix", "odl"):
             raise ValueError(f"unknown operator_backend {self.operator_backend!r}")
-        if self.augment not in (None, "flips", "dihedral"):
-            raise ValueError(f"augment must be None, 'flips' or 'dihedral', got {self.augment!r}")
+        if self.augment is not None and self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be None or one of {AUGMENTATIONS}, "
+                             f"got {self.augment!r}")
         if self.init_from is not None and not (isinstance(self.init_from, str)
                                                and self.init_from.strip()):
             raise ValueError(f"init_from must be a non-empty path or name, got {self.init_from!r}")

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lpd import phantoms
-from lpd.config import NoiseConfig, ProblemConfig
+from lpd.config import AUGMENTATIONS, NoiseConfig, ProblemConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
@@ -549,9 +549,6 @@ class ImageSet(ImageSource):
 # different streams, so a fixed set never repeats a training sample of the
 # same seed.
 _TRAIN_IMAGE, _TRAIN_NOISE, _TRAIN_ORDER, _FIXED_IMAGE, _FIXED_NOISE, _TRAIN_AUGMENT = range(6)
-
-# Symmetries a training image may be drawn under (`training_pairs`' ``augment``).
-AUGMENTATIONS = ("flips", "dihedral")
 
 
 def symmetry(image: np.ndarray, k: int) -> np.ndarray:

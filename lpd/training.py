@@ -551,8 +551,7 @@ def load_pretrained(name: str, weights_dir: str | os.PathLike | None = None, *,
     root = Path(weights_dir) if weights_dir is not None else default_weights_dir()
     directory = root / name
     if not (directory / "model.npz").exists():
-        available = sorted(str(p.parent.relative_to(root))
-                           for p in root.glob("**/model.npz")) if root.exists() else []
+        available = _weights_names(root)
         raise WeightsError(
             f"no pretrained weights {name!r} in {root} (looked for {directory / 'model.npz'}); "
             f"available: {', '.join(available) or 'none'}. Train them with `lpd train` and "
@@ -560,6 +559,13 @@ def load_pretrained(name: str, weights_dir: str | os.PathLike | None = None, *,
         )
     _check_manifest(directory)
     return _model_from_dir(directory, operator)
+
+
+def _weights_names(root: Path) -> list[str]:
+    """The names (``"<set-up>/<method>"``) of the weights under ``root``."""
+    if not root.exists():
+        return []
+    return sorted(str(p.parent.relative_to(root)) for p in root.glob("**/model.npz"))
 
 
 def _check_manifest(directory: Path) -> str:
@@ -590,8 +596,7 @@ def _init_source(config: TrainingConfig) -> tuple[Path, dict]:
     if not path.exists():
         shipped = default_weights_dir() / spec
         if not (shipped / "model.npz").exists():
-            available = sorted(str(p.parent.relative_to(default_weights_dir()))
-                               for p in default_weights_dir().glob("**/model.npz"))
+            available = _weights_names(default_weights_dir())
             raise WeightsError(
                 f"init_from {spec!r}: no such directory, and no shipped weights of that "
                 f"name (shipped: {', '.join(available) or 'none'})")
