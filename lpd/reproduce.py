@@ -80,7 +80,7 @@ _LPD_HUMAN = "[1] via the authors' talk and blog (seeds 000, 001): Mayo data, 51
 # `lpd train --setup S --method M --preset cpu --seed 1` and these overrides of
 # the preset (the command, log and history are stored beside each model).
 _SHIPPED_SCHEDULES = {
-    "ellipses": {"lpd": {"steps": 6000}, "lp": {"steps": 3000}, "lgd": {"steps": 3000},
+    "ellipses": {"lpd": {"steps": 30000}, "lp": {"steps": 3000}, "lgd": {"steps": 3000},
                  "unet": {"steps": 20000}},
     "human_small": {"lpd": {"steps": 10000}, "unet": {"steps": 6000, "augment": "dihedral"}},
 }
