@@ -1045,6 +1045,10 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
         last_record = validate(0)
         log(f"step 0: validation PSNR {last_record['psnr']:.2f} dB, "
             f"SSIM {last_record['ssim']:.3f} (before training)")
+        if init is not None:
+            # The starting weights compete for "best": a fine-tuning run that
+            # never improves on them keeps them as its best checkpoint.
+            last_checkpoint = save(0, last_record)
     status = "completed"
     stream = None
     tick_time, tick_step, rate = started, step, float("nan")

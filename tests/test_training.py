@@ -229,6 +229,8 @@ def test_init_from_starts_at_the_given_weights_and_records_them(tmp_path):
     result = training.train(config, tuned, data=data, validation=validation,
                             log=lines.append, max_seconds=0)
     assert result.step == 0
+    # The starting weights are a checkpoint of the run, and its best so far.
+    assert result.best_checkpoint == tuned / "checkpoints" / "step-00000000"
     for ours, theirs in zip(result.model.weights, best.weights, strict=True):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     assert any(line.startswith("initialised from") for line in lines)
