@@ -864,6 +864,13 @@ def _prepare_out_dir(out: Path, config: TrainingConfig | None, resume: bool,
     return config
 
 
+def _refuse_augment_with_data(config: TrainingConfig, data) -> None:
+    if config.augment is not None and data is not None:
+        raise ValueError(f"augment={config.augment!r} applies to the default data stream, not "
+                         "to data given to train(); transform your own images (e.g. with "
+                         "lpd.datasets.symmetry) or leave augment unset")
+
+
 def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: bool = False,
           force: bool = False, data: Any = None,
           validation: tuple[np.ndarray, np.ndarray] | None = None,
@@ -941,11 +948,10 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
         if out.resolve() in (source, *source.parents):
             raise ValueError(f"init_from {config.init_from!r} lies inside the output directory "
                              f"{out}; copy the weights elsewhere or train into another directory")
+    if config is not None:
+        _refuse_augment_with_data(config, data)  # before --force deletes anything
     config = _prepare_out_dir(out, config, resume, force, log)
-    if config.augment is not None and data is not None:
-        raise ValueError(f"augment={config.augment!r} applies to the default data stream, not "
-                         "to data given to train(); transform your own images (e.g. with "
-                         "lpd.datasets.symmetry) or leave augment unset")
+    _refuse_augment_with_data(config, data)  # the saved configuration of a resumed run
     checkpoints = _Checkpoints(out / "checkpoints", config.keep_checkpoints)
     latest = checkpoints.latest() if resume else None
     if config.init_from is not None and latest is None and init is None:

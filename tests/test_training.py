@@ -185,6 +185,11 @@ def test_augmented_default_stream_trains_and_given_data_refuse_it(tmp_path):
         training.train(config, tmp_path / "other", data=data, validation=validation,
                        log=_quiet)
     assert not (tmp_path / "other").exists()
+    # Nor does --force delete the run already there before refusing.
+    with pytest.raises(ValueError, match="applies to the default"):
+        training.train(config, tmp_path / "run", force=True, data=data,
+                       validation=validation, log=_quiet)
+    assert (tmp_path / "run" / "checkpoints" / "index.json").exists()
     with pytest.raises(ValueError, match="augment must be"):
         _config(augment="rotations")
 
