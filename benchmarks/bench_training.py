@@ -4,8 +4,12 @@ Prints, in one run, for each model (LGD, Learned Primal, LPD, FBP + U-Net at the
 papers' sizes, and the U-Net of the ``quick`` preset) at batch 1 and 5 on the
 ellipse set-up (128 x 128, 30 angles):
 
+- ``precision``: what the convolutions compute in (`lpd.networks.set_precision`);
+  bfloat16 pays only on CPUs with native bfloat16 (AMX, AVX512_BF16), and is
+  several times slower elsewhere;
 - ``step s``: median seconds per training step, the step of `lpd.training`
-  (forward, gradient, clipping, Adam) compiled with ``tf.function``;
+  (`lpd.training.make_train_step`: forward, gradient, clipping, Adam);
+- ``samples/s``: training samples per second, ``batch / step s``;
 - ``stand-in s``: the same step with the ray transform replaced by a stand-in
   of the same shapes that costs almost nothing (a bilinear resize between the
   image and sinogram shapes, both ways);
@@ -18,7 +22,8 @@ ellipse set-up (128 x 128, 30 angles):
 Target on 2 CPU cores: an LPD training step at batch 1 in at most 0.2 s.
 
 Run: ``python benchmarks/bench_training.py [--repeats 10] [--models lpd,lp]
-[--batches 1,5]``. Measure on an otherwise idle machine: the figures scale with
+[--batches 1,5] [--precisions float32,bfloat16]``. Measure on an otherwise idle machine:
+the figures scale with
 the free cores.
 """
 
@@ -99,21 +104,24 @@ def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def step_seconds(network: NetworkConfig, operator, batch: int, repeats: int) -> float:
+def step_seconds(network: NetworkConfig, operator, batch: int, repeats: int,
+                 precision: str = "float32") -> float:
     keras.utils.set_random_seed(0)
     model = training.build_model(network, "ellipses", operator=operator)
+    networks.set_precision(model, precision)
     optimizer = keras.optimizers.Adam(1e-3, beta_2=0.99)
     optimizer.build(model.trainable_variables)
-    step = training._make_train_step(model, optimizer, tf.distribute.get_strategy(), 1.0,
-                                     batch)
+    step = training.make_train_step(model, optimizer, batch)
     rng = np.random.default_rng(0)
     data = tf.constant(rng.standard_normal((batch, *operator.range_shape, 1)), tf.float32)
     images = tf.constant(rng.random((batch, *operator.domain_shape, 1)), tf.float32)
     return median_seconds(lambda: float(step(data, images)[0]), repeats)
 
 
-def recon_seconds(network: NetworkConfig, operator, batch: int, repeats: int) -> float:
+def recon_seconds(network: NetworkConfig, operator, batch: int, repeats: int,
+                  precision: str = "float32") -> float:
     model = training.build_model(network, "ellipses", operator=operator)
+    networks.set_precision(model, precision)
     predict = tf.function(lambda y: model(y))
     data = tf.zeros((batch, *operator.range_shape, 1))
     return median_seconds(lambda: predict(data).numpy(), repeats)
@@ -124,7 +132,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batches", default="1,5")
+    parser.add_argument("--precisions", default="float32,bfloat16")
     args = parser.parse_args()
+    precisions = [p for p in args.precisions.split(",") if p]
     models = [m for m in args.models.split(",") if m]
     batches = [int(b) for b in args.batches.split(",")]
 
@@ -133,22 +143,28 @@ def main() -> None:
     stand_in = StandIn(operator.domain_shape, operator.range_shape)
     print(f"ellipses: {operator.domain_shape} -> {operator.range_shape}, operator back-end "
           f"{operator.backend!r}; TF {tf.__version__}, {os.cpu_count()} CPUs, "
-          f"GPUs: {len(tf.config.list_physical_devices('GPU'))}")
-    header = (f"{'model':<11} {'params':>10} {'batch':>5} {'step s':>8} {'stand-in s':>10} "
-              f"{'op share':>8} {'recon ms/img':>12} {'peak RSS MiB':>12}")
+          f"GPUs: {len(tf.config.list_physical_devices('GPU'))}; native bfloat16: "
+          f"{networks.cpu_has_native_bfloat16()}, precision 'auto' = "
+          f"{networks.resolve_precision('auto')}")
+    header = (f"{'model':<11} {'params':>10} {'precision':>9} {'batch':>5} {'step s':>8} "
+              f"{'samples/s':>9} {'stand-in s':>10} {'op share':>8} {'recon ms/img':>12} "
+              f"{'peak RSS MiB':>12}")
     print(header)
     print("-" * len(header))
     for name in models:
         network = MODELS[name]
         params = networks.count_parameters(training.build_model(network, "ellipses",
                                                                 operator=operator))
-        for batch in batches:
-            real = step_seconds(network, operator, batch, args.repeats)
-            cheap = step_seconds(network, stand_in, batch, args.repeats)
-            recon = recon_seconds(network, operator, batch, args.repeats) / batch
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(f"{name:<11} {params:>10,} {batch:>5} {real:>8.3f} {cheap:>10.3f} "
-                  f"{1 - cheap / real:>8.1%} {1e3 * recon:>12.1f} {peak:>12.0f}", flush=True)
+        for precision in precisions:
+            for batch in batches:
+                real = step_seconds(network, operator, batch, args.repeats, precision)
+                cheap = step_seconds(network, stand_in, batch, args.repeats, precision)
+                recon = recon_seconds(network, operator, batch, args.repeats,
+                                      precision) / batch
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                print(f"{name:<11} {params:>10,} {precision:>9} {batch:>5} {real:>8.3f} "
+                      f"{batch / real:>9.2f} {cheap:>10.3f} {1 - cheap / real:>8.1%} "
+                      f"{1e3 * recon:>12.1f} {peak:>12.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ one function of lpd, and prints where its output went.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -57,14 +58,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from lpd import training
 
     overrides = {}
-    for field in ("steps", "batch_size", "seed", "learning_rate", "init_from", "augment"):
+    for field in ("steps", "batch_size", "seed", "learning_rate", "init_from", "augment",
+                  "validation_every", "checkpoint_every", "precision"):
         value = getattr(args, field)
         if value is not None:
             overrides[field] = value
     config = None
-    if not (args.resume and args.method is None):
+    if args.resume and args.method is None:
+        # The saved run's configuration with the flags given on top: train()
+        # accepts changed intervals and refuses a changed schedule by name,
+        # instead of ignoring a flag.
+        if overrides:
+            config = training.saved_config(args.out, **overrides)
+    else:
         config = training.make_config(args.method or "lpd", args.setup, args.preset,
                                       **overrides)
+    if args.max_minutes is not None and not (math.isfinite(args.max_minutes)
+                                             and args.max_minutes > 0):
+        raise ValueError(f"--max-minutes must be a positive number of minutes, "
+                         f"got {args.max_minutes}")
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     print(f"lpd train: writing to {args.out}")
     result = training.train(config, args.out, resume=args.resume, force=args.force,
@@ -114,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="directory of LoDoPaB-CT files (default: $LPD_LODOPAB_DIR)")
     data.set_defaults(func=_cmd_datasets)
 
-    from lpd.config import AUGMENTATIONS, METHODS, PRESETS
+    from lpd.config import AUGMENTATIONS, METHODS, PRECISIONS, PRESETS
 
     train = commands.add_parser(
         "train", help="train a learned reconstructor (resumable)",
@@ -150,6 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "weights or checkpoint directory, or a run directory (its best "
                             "checkpoint); to fine-tune on another set-up or data, or to "
                             "continue a finished run with a new schedule")
+    train.add_argument("--precision", choices=PRECISIONS,
+                       help="what the convolutions compute in; weights, state, operator "
+                            "and loss stay float32. 'auto' (the default) takes bfloat16 "
+                            "only on a CPU with native bfloat16 (AMX, AVX512_BF16) where it "
+                            "measured faster")
+    train.add_argument("--validation-every", type=int, metavar="STEPS",
+                       help="validate (PSNR, SSIM, best checkpoint) every STEPS steps "
+                            "(default: the preset's; may change on --resume)")
+    train.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                       help="write a resumable checkpoint every STEPS steps (default: the "
+                            "preset's; may change on --resume)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last checkpoint")
     train.add_argument("--force", action="store_true",

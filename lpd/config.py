@@ -24,6 +24,7 @@ __all__ = [
     "from_json",
     "METHODS",
     "PRESETS",
+    "PRECISIONS",
 ]
 
 
@@ -185,6 +186,9 @@ _METHODS = ("lpd", "lp", "lgd", "unet")
 # Symmetries a training image may be drawn under (`TrainingConfig.augment`).
 AUGMENTATIONS = ("flips", "dihedral")
 
+# What the convolutions of a network compute in (`lpd.networks.resolve_precision`).
+PRECISIONS = ("auto", "float32", "bfloat16")
+
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
@@ -311,6 +315,11 @@ class TrainingConfig:
     augment : {None, "flips", "dihedral"}
         Train on each image under a random flip, or a random symmetry of the
         square (see `lpd.datasets.training_pairs`); for small sets of real slices.
+    precision : {"auto", "float32", "bfloat16"}
+        What the convolutions compute in (`lpd.networks.set_precision`): weights,
+        state, operator and loss stay float32 either way. ``"auto"`` takes
+        bfloat16 only on a CPU with native bfloat16 where it measured faster;
+        the precision used is recorded in each checkpoint's ``state.json``.
     init_from : str or None
         Start from trained weights instead of a random initialisation (fine-tuning
         on another set-up or data, or a finished run continued with a new
@@ -341,6 +350,7 @@ class TrainingConfig:
     distribute: Literal["auto", "none", "mirrored"] = "auto"
     augment: Literal["flips", "dihedral"] | None = None
     init_from: str | None = None
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
     def __post_init__(self):
         if isinstance(self.network, dict):
@@ -367,6 +377,8 @@ class TrainingConfig:
             raise ValueError("seeds must be >= 0")
         if self.operator_backend not in ("auto", "matrix", "odl"):
             raise ValueError(f"unknown operator_backend {self.operator_backend!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.augment is not None and self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be None or one of {AUGMENTATIONS}, "
                              f"got {self.augment!r}")

@@ -94,6 +94,8 @@ __all__ = [
     "load_checkpoint",
     "export_weights",
     "load_pretrained",
+    "saved_config",
+    "make_train_step",
     "default_weights_dir",
 ]
 
@@ -404,6 +406,20 @@ class _Checkpoints:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def saved_config(out_dir: str | os.PathLike, **overrides) -> TrainingConfig:
+    """The configuration saved in a run directory, with ``overrides`` applied.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``out_dir`` holds no ``config.json`` (no run was started there).
+    """
+    path = Path(out_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no training run in {out_dir}: {path} does not exist")
+    return dataclasses.replace(_read_config(path), **overrides)
+
+
 def _read_config(path: Path) -> TrainingConfig:
     try:
         config = from_json(path.read_text())
@@ -514,12 +530,13 @@ def export_weights(run_dir: str | os.PathLike, dest: str | os.PathLike,
                 "command": command}
     if state.get("init") is not None:
         manifest["init_from"] = state["init"]
+    manifest["precision"] = state.get("precision", "float32")
     _atomic_write_text(dest / "manifest.json", json.dumps(manifest, indent=2))
     return dest
 
 
 def load_pretrained(name: str, weights_dir: str | os.PathLike | None = None, *,
-                    operator=None) -> keras.Model:
+                    operator=None, precision: str = "auto") -> keras.Model:
     """A ready model from pretrained weights shipped with lpd.
 
     Parameters
@@ -532,6 +549,9 @@ def load_pretrained(name: str, weights_dir: str | os.PathLike | None = None, *,
         source tree) by default.
     operator : TFOperator, optional
         The forward operator; rebuilt from the stored set-up by default.
+    precision : {"auto", "float32", "bfloat16"}
+        What the convolutions compute in (`lpd.networks.set_precision`); the
+        weights are float32 and load under either.
 
     Returns
     -------
@@ -558,7 +578,9 @@ def load_pretrained(name: str, weights_dir: str | os.PathLike | None = None, *,
             "ship them with lpd.training.export_weights"
         )
     _check_manifest(directory)
-    return _model_from_dir(directory, operator)
+    model = _model_from_dir(directory, operator)
+    networks.set_precision(model, precision)
+    return model
 
 
 def _weights_names(root: Path) -> list[str]:
@@ -716,7 +738,18 @@ def _strategy(kind: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def _make_train_step(model, optimizer, strategy, clip: float, global_batch: int):
+def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                    global_batch: int, clip: float = 1.0,
+                    strategy: tf.distribute.Strategy | None = None):
+    """The compiled training step of `train`: ``step(data, images) -> (loss, grad_norm)``.
+
+    One step is the forward pass, the gradient of the mean squared error (summed
+    over ``global_batch`` samples and all devices), clipping at global norm
+    ``clip`` and the optimiser's update. ``strategy`` defaults to the current
+    `tf.distribute` strategy. Benchmarks and profilers time this function, so
+    what they measure is what `train` runs.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
     variables = model.trainable_variables
 
     def replica_step(data, images):
@@ -974,9 +1007,11 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
         # No clipping here: the step clips the gradient summed over devices.
         optimizer = keras.optimizers.Adam(learning_rate=schedule, beta_2=config.beta_2)
         optimizer.build(model.trainable_variables)
+    precision = networks.set_precision(model, config.precision)
 
     state = {"step": 0, "batches": 0, "best_psnr": -math.inf, "best": None,
-             "best_step": None, "training_seconds": 0.0, "init": None}
+             "best_step": None, "training_seconds": 0.0, "init": None,
+             "precision": precision}
     if latest is not None:
         _assign(model.weights, latest / "model.npz", "model")
         _assign(optimizer.variables, latest / "optimizer.npz", "optimizer")
@@ -984,6 +1019,12 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
         state.update({k: saved_state[k] for k in state if k in saved_state})
         if state["best_psnr"] is None:
             state["best_psnr"] = -math.inf
+        used_before = saved_state.get("precision", "float32")
+        if used_before != precision:
+            log(f"note: this run computed its convolutions in {used_before} until step "
+                f"{state['step']} and goes on in {precision} (precision={config.precision!r} "
+                "on this machine): the resumed run is not bit-exact with an uninterrupted one")
+        state["precision"] = precision
         if int(optimizer.iterations.numpy()) != state["step"]:
             raise WeightsError(f"{latest}: optimizer at step {int(optimizer.iterations.numpy())}"
                                f" but checkpoint at step {state['step']}")
@@ -1000,13 +1041,14 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
     history = _read_history(out / "history.jsonl", state["step"])
     val_data, val_images = _validation_set(config, setup, validation)
     predict = tf.function(lambda y: model(y, training=False))
-    train_step = _make_train_step(model, optimizer, strategy, config.clip_global_norm,
-                                  config.batch_size)
+    train_step = make_train_step(model, optimizer, config.batch_size,
+                                 config.clip_global_norm, strategy)
     writer = tf.summary.create_file_writer(str(out / "tensorboard"))
     n_params = networks.count_parameters(model)
     log(f"training {config.network.method} ({type(model).__name__}, {n_params:,} parameters) "
         f"on {setup.config.name}: {config.steps} steps of batch {config.batch_size}, "
-        f"{strategy.num_replicas_in_sync} device(s); writing to {out}")
+        f"{strategy.num_replicas_in_sync} device(s), convolutions in {precision}; "
+        f"writing to {out}")
 
     def validate(step: int) -> dict:
         recon = _predict(predict, val_data, max(1, config.batch_size))

@@ -48,6 +48,15 @@ def test_train_tiny_then_refuse_to_overwrite_then_resume(tmp_path, capsys):
     assert "exist" in capsys.readouterr().err
     # Resuming a finished run is allowed and changes nothing.
     assert main(["train", "--resume", "--out", str(out)]) == 0
+    # A changed schedule on --resume is refused by name, never ignored; the
+    # intervals may change.
+    assert main(["train", "--resume", "--out", str(out), "--steps", "30"]) == 2
+    assert "differs from the saved one in steps" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(out), "--checkpoint-every", "1",
+                 "--validation-every", "2"]) == 0
+    for minutes in ("-5", "0", "nan"):
+        assert main(["train", "--resume", "--out", str(out), "--max-minutes", minutes]) == 2
+        assert "--max-minutes must be a positive number" in capsys.readouterr().err
 
 
 def test_train_init_from_fine_tunes_and_names_a_bad_source(tmp_path, capsys):

@@ -296,3 +296,62 @@ def test_untrained_prelog_lpd_on_the_human_setup_is_finite():
                                        filters=8)
     y = tf.exp(-setup.config.noise.mu * op(tf.ones((1, *op.domain_shape, 1))))
     assert np.all(np.isfinite(model(y).numpy()))
+
+
+# ---------------------------------------------------------------------------
+# Precision of the convolutions
+# ---------------------------------------------------------------------------
+
+def test_native_bfloat16_is_read_from_the_cpu_flags():
+    assert networks.cpu_has_native_bfloat16("flags\t\t: fpu sse2 avx2 amx_bf16 amx_tile\n")
+    assert networks.cpu_has_native_bfloat16("flags : avx512f avx512_bf16\n")
+    assert not networks.cpu_has_native_bfloat16("flags : fpu sse2 avx2 fma avx512f\n")
+    assert not networks.cpu_has_native_bfloat16("model name : amx_bf16 in a name\n")
+
+
+def test_auto_precision_is_float32_without_native_bfloat16(monkeypatch):
+    monkeypatch.setattr(networks, "_resolved_auto", None)
+    monkeypatch.setattr(networks, "cpu_has_native_bfloat16", lambda: False)
+    monkeypatch.setattr(networks, "_conv_seconds", lambda dtype: pytest.fail("measured"))
+    assert networks.resolve_precision("auto") == "float32"
+    assert networks.resolve_precision("bfloat16") == "bfloat16"
+    with pytest.raises(ValueError, match="unknown precision 'float16'"):
+        networks.resolve_precision("float16")
+
+
+def test_auto_precision_takes_bfloat16_only_where_it_measured_faster(monkeypatch):
+    monkeypatch.setattr(networks, "cpu_has_native_bfloat16", lambda: True)
+    for bf16_seconds, expected in ((0.5, "bfloat16"), (0.95, "float32")):
+        monkeypatch.setattr(networks, "_resolved_auto", None)
+        monkeypatch.setattr(networks, "_conv_seconds",
+                            lambda dtype, s=bf16_seconds: s if dtype == tf.bfloat16 else 1.0)
+        assert networks.resolve_precision("auto") == expected
+
+
+def test_bfloat16_convolutions_keep_weights_and_state_float32_and_close(op):
+    keras.utils.set_random_seed(3)
+    reference = networks.LearnedPrimalDual(op, setup="ellipses_small", **SMALL)
+    model = networks.LearnedPrimalDual.from_config(reference.get_config(), operator=op)
+    model.set_weights(reference.get_weights())
+    assert networks.set_precision(model, "bfloat16") == "bfloat16"
+    assert all(w.dtype == "float32" for w in model.weights)
+    y = tf.constant(np.random.default_rng(0).standard_normal((2, *op.range_shape, 1)),
+                    tf.float32)
+    target = tf.zeros((2, *op.domain_shape, 1))
+
+    def output_and_gradient(m):
+        with tf.GradientTape() as tape:
+            out = m(y)
+            loss = tf.reduce_mean(tf.square(out - target))
+        return out, tape.gradient(loss, m.trainable_variables)
+
+    out32, grads32 = output_and_gradient(reference)
+    out16, grads16 = output_and_gradient(model)
+    assert out16.dtype == tf.float32
+    assert not np.array_equal(out16.numpy(), out32.numpy())  # bfloat16 did compute
+    scale = float(tf.reduce_max(tf.abs(out32)))
+    assert float(tf.reduce_max(tf.abs(out16 - out32))) < 0.05 * scale
+    flat32 = tf.concat([tf.reshape(g, [-1]) for g in grads32], 0)
+    flat16 = tf.concat([tf.reshape(g, [-1]) for g in grads16], 0)
+    cosine = tf.reduce_sum(flat32 * flat16) / (tf.norm(flat32) * tf.norm(flat16))
+    assert float(cosine) > 0.99

@@ -207,6 +207,13 @@ def test_export_and_load_pretrained(tmp_path):
     np.testing.assert_array_equal(model(y).numpy(), best(y).numpy())
     assert result.best_checkpoint is not None
 
+    manifest = json.loads((weights / "ellipses_small" / "lp" / "manifest.json").read_text())
+    assert manifest["precision"] in ("float32", "bfloat16")
+    # float32 weights load and run with bfloat16 convolutions too, close to float32.
+    half = training.load_pretrained("ellipses_small/lp", weights, precision="bfloat16")
+    assert all(w.dtype == "float32" for w in half.weights)
+    np.testing.assert_allclose(half(y).numpy(), best(y).numpy(), atol=0.05)
+
     with pytest.raises(training.WeightsError, match="available: ellipses_small/lp"):
         training.load_pretrained("ellipses/lpd", weights)
     path = weights / "ellipses_small" / "lp" / "model.npz"
@@ -288,6 +295,17 @@ def test_init_from_refuses_missing_corrupt_or_foreign_weights(tmp_path):
 def test_load_pretrained_says_when_nothing_is_shipped(tmp_path):
     with pytest.raises(training.WeightsError, match="no pretrained weights"):
         training.load_pretrained("ellipses/lpd", tmp_path / "nowhere")
+
+
+def test_the_precision_used_is_recorded_and_a_bad_one_refused(tmp_path):
+    data, validation = _stream()
+    training.train(_config("lp", steps=2, precision="bfloat16"), tmp_path / "run", data=data,
+                   validation=validation, log=_quiet)
+    states = [json.loads(p.read_text())
+              for p in (tmp_path / "run" / "checkpoints").glob("*/state.json")]
+    assert states and all(state["precision"] == "bfloat16" for state in states)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        _config(precision="half")
 
 
 def test_presets_and_config_round_trip():
