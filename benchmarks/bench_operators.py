@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import lpd  # noqa: E402
-from lpd import operators  # noqa: E402
+from lpd.physics import operators  # noqa: E402
 
 
 def median_ms(fn, *args, repeats: int, warmup: int = 3) -> float:

@@ -22,7 +22,7 @@ def _quiet_tensorflow() -> None:
 
 
 def _cmd_setups(args: argparse.Namespace) -> int:
-    from lpd import operators
+    from lpd.physics import operators
 
     names = [args.name] if args.name else list(operators.SETUPS)
     for name in names:
@@ -48,14 +48,14 @@ def _cmd_setups(args: argparse.Namespace) -> int:
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
-    from lpd import realdata
+    from lpd.data import real as realdata
 
     print(realdata.describe_sources(mayo_dir=args.mayo, lodopab_dir=args.lodopab))
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lpd import training
+    from lpd.training import loop as training
 
     overrides = {}
     for field in ("steps", "batch_size", "seed", "learning_rate", "init_from", "augment",
@@ -86,7 +86,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from lpd import reproduce
+    from lpd.evaluation import reproduce
 
     methods = None
     if args.methods is not None:

@@ -9,8 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from lpd import classical, metrics, operators, phantoms
+from lpd import metrics
 from lpd.config import NoiseConfig, ProblemConfig
+from lpd.data import phantoms
+from lpd.methods import classical
+from lpd.physics import operators
 
 # A 180-angle parallel-beam problem where FBP is accurate, normalised like the
 # ellipse experiment so that the FBP must undo the normalisation.

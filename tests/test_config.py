@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from lpd import config
-from lpd.operators import SETUPS
+from lpd.physics.operators import SETUPS
 
 
 @pytest.mark.parametrize("name", sorted(SETUPS))

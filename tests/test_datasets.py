@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lpd import datasets as D
-from lpd import phantoms
 from lpd.config import NoiseConfig
+from lpd.data import phantoms
+from lpd.data import pipelines as D
 
 
 @pytest.fixture(scope="module")
 def small():
     """The 64 x 64 ellipse set-up: same physics as the paper's, cheap to build."""
-    from lpd import operators
+    from lpd.physics import operators
 
     return operators.get_setup("ellipses_small")
 

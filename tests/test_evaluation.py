@@ -9,7 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from lpd import classical, evaluation, metrics, operators, phantoms
+from lpd import metrics
+from lpd.data import phantoms
+from lpd.evaluation import scoring as evaluation
+from lpd.methods import classical
+from lpd.physics import operators
 
 
 @pytest.fixture(scope="module")

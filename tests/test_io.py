@@ -6,7 +6,7 @@ import stat
 import numpy as np
 import pytest
 
-from lpd._io import atomic_write
+from lpd.io import atomic_write
 
 
 def test_writes_text_bytes_and_callables(tmp_path):

@@ -14,7 +14,8 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 import lpd  # noqa: E402
-from lpd import networks, operators  # noqa: E402
+from lpd.methods import networks  # noqa: E402
+from lpd.physics import operators  # noqa: E402
 
 SMALL = dict(n_iter=2, filters=8)
 

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from lpd import operators
 from lpd.config import ProblemConfig
+from lpd.physics import operators
 
 
 def test_ellipse_setup_matches_the_paper():
@@ -82,7 +82,9 @@ def test_matrix_estimate_is_an_upper_bound_and_refuses_big_matrices():
 
 
 def test_bridge_pipeline_and_solvers_share_one_matrix_per_operator():
-    from lpd import classical, datasets, tf_ops
+    from lpd.data import pipelines as datasets
+    from lpd.methods import classical
+    from lpd.physics import bridge as tf_ops
 
     setup = operators.get_setup("ellipses_small")
     shared = operators.shared_system_matrix(setup.operator)

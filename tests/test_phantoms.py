@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lpd import phantoms
+from lpd.data import phantoms
 
 
 @pytest.fixture(scope="module")
 def odl():
     # Through lpd.operators, which undoes ODL's change of numpy print options.
-    from lpd import operators
+    from lpd.physics import operators
 
     return operators.odl
 

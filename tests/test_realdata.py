@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from _data_helpers import write_ct_dicom, write_lodopab, write_mayo_tree
 
-from lpd import datasets as D
-from lpd import realdata as R
+from lpd.data import pipelines as D
+from lpd.data import real as R
 
 
 @pytest.fixture(scope="module")
 def small():
     """The 64 x 64 ellipse set-up: same physics as the paper's, cheap to build."""
-    from lpd import operators
+    from lpd.physics import operators
 
     return operators.get_setup("ellipses_small")
 

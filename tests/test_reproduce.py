@@ -13,8 +13,12 @@ import json
 import numpy as np
 import pytest
 
-from lpd import classical, cli, operators, reproduce, training
+from lpd import cli
 from lpd import config as lpd_config
+from lpd.evaluation import reproduce
+from lpd.methods import classical
+from lpd.physics import operators
+from lpd.training import loop as training
 
 
 @pytest.fixture()
@@ -53,7 +57,7 @@ def test_held_out_sets_have_at_least_100_samples_in_the_default_presets():
             assert held["n"] >= 100
         else:
             setup = operators.get_setup(experiment.presets["default"]["setup"])
-            from lpd import realdata
+            from lpd.data import real as realdata
 
             n = len(realdata.real_ct_slices(setup, held["split"])) * held["noise_draws"]
             assert n >= 100
@@ -122,7 +126,8 @@ def test_users_images_replace_the_held_out_set(tmp_path, quick):
 
 
 def test_figure_captions_score_the_image_shown(tmp_path, quick, monkeypatch):
-    from lpd import figures, metrics
+    from lpd import metrics
+    from lpd.evaluation import figures
 
     captured = {}
     monkeypatch.setattr(figures, "reconstruction_figure",
@@ -259,7 +264,7 @@ def _ship_weights_module():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "ship_weights.py"
+    path = Path(__file__).resolve().parents[1] / "tools" / "ship_weights.py"
     spec = importlib.util.spec_from_file_location("ship_weights", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -267,7 +272,7 @@ def _ship_weights_module():
 
 
 def test_weights_readme_table_is_the_one_the_manifests_give():
-    # experiments/ship_weights.py rewrites the table from the shipped files; a
+    # tools/ship_weights.py rewrites the table from the shipped files; a
     # hand edit or a forgotten re-run shows up here.
     ship_weights = _ship_weights_module()
     root = training.default_weights_dir()

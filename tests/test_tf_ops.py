@@ -24,9 +24,9 @@ tf = pytest.importorskip("tensorflow")
 odl = pytest.importorskip("odl")
 
 import lpd  # noqa: E402
-from lpd import operators  # noqa: E402
 from lpd.config import ProblemConfig  # noqa: E402
-from lpd.tf_ops import PreLogForward, TFOperator, as_tf_operator  # noqa: E402
+from lpd.physics import operators  # noqa: E402
+from lpd.physics.bridge import PreLogForward, TFOperator, as_tf_operator  # noqa: E402
 
 
 def _unit_square_parallel():

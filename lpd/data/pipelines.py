@@ -40,13 +40,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lpd import phantoms
 from lpd.config import AUGMENTATIONS, NoiseConfig, ProblemConfig
+from lpd.data import phantoms
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
 
-    from lpd.operators import Setup
+    from lpd.physics.operators import Setup
 
 __all__ = [
     "DataError",
@@ -256,7 +256,7 @@ _ODL_LOCK = threading.Lock()
 
 def _matrix(op, memory_budget: float):
     """The shared system matrix of ``op``, or None where it has none within the budget."""
-    from lpd import operators
+    from lpd.physics import operators
 
     try:
         return operators.shared_system_matrix(op, memory_budget).forward
@@ -312,7 +312,7 @@ def forward_project(op, images, memory_budget: float = _MATRIX_BUDGET) -> np.nda
 
 
 def _as_setup(setup):
-    from lpd import operators
+    from lpd.physics import operators
 
     if isinstance(setup, str | ProblemConfig):
         return operators.get_setup(setup)

@@ -60,7 +60,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lpd.tf_ops import PreLogForward, TFOperator
+from lpd.physics.bridge import PreLogForward, TFOperator
 
 __all__ = [
     "UnrolledReconstructor",
@@ -106,9 +106,9 @@ def _operator_from_setup(setup: Any, backend: str) -> TFOperator:
             "this model was saved without a set-up name, so its operator cannot be rebuilt: "
             "pass it again, e.g. Model.from_config(config, operator=lpd.as_tf_operator(A))"
         )
-    from lpd import operators
     from lpd.config import from_dict
-    from lpd.tf_ops import as_tf_operator
+    from lpd.physics import operators
+    from lpd.physics.bridge import as_tf_operator
 
     name = from_dict(setup) if isinstance(setup, dict) else setup
     return as_tf_operator(operators.get_setup(name).operator, backend=backend)

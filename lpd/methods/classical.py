@@ -38,7 +38,7 @@ bins (no cell volumes), so that their weights do not depend on ODL's weightings:
 Parameter selection: `grid_search` and `golden_section_search` maximise the mean
 PSNR on validation data; the chosen values live as `ClassicalParams` in
 ``data/classical/<setup>.json`` together with the search that produced them
-(``experiments/tune_classical.py`` reruns it).
+(``tools/tune_classical.py`` reruns it).
 
 This module uses numpy, scipy and ODL only; it never imports TensorFlow.
 
@@ -66,9 +66,10 @@ from typing import Any
 
 import numpy as np
 
-from lpd import metrics, operators
-from lpd._io import atomic_write
+from lpd import metrics
 from lpd.config import ProblemConfig
+from lpd.io import atomic_write
+from lpd.physics import operators
 
 __all__ = [
     "FILTERS",
@@ -869,7 +870,7 @@ class ClassicalParams:
     """The tuned parameters of the classical methods for one set-up.
 
     Stored with the search that produced them in ``data/classical/<setup>.json``
-    (`save_params`, `load_params`); ``experiments/tune_classical.py`` reruns the
+    (`save_params`, `load_params`); ``tools/tune_classical.py`` reruns the
     search.
 
     Parameters
@@ -930,7 +931,7 @@ class ClassicalParams:
 
 def params_path(setup: str) -> Path:
     """``data/classical/<setup>.json`` beside the package, where tuned values ship."""
-    return Path(__file__).resolve().parent.parent / "data" / "classical" / f"{setup}.json"
+    return Path(__file__).resolve().parents[2] / "data" / "classical" / f"{setup}.json"
 
 
 def load_params(setup: str, path: str | os.PathLike | None = None) -> ClassicalParams:
@@ -947,7 +948,7 @@ def load_params(setup: str, path: str | os.PathLike | None = None) -> ClassicalP
     if not path.is_file():
         raise FileNotFoundError(
             f"no tuned classical parameters for set-up {setup!r} at {path}; run "
-            f"`python experiments/tune_classical.py --setup {setup}` to make them")
+            f"`python tools/tune_classical.py --setup {setup}` to make them")
     record = json.loads(path.read_text())
     params = ClassicalParams(**record["params"])
     if params.setup != setup:

@@ -1,7 +1,7 @@
 """Scores of shipped human-CT models on their own training slices and on held-out ones.
 
-    python experiments/fit_gap.py                        # human_small/lpd and human_small/unet
-    python experiments/fit_gap.py human_small/lpd --noise-draws 1
+    python tools/fit_gap.py                        # human_small/lpd and human_small/unet
+    python tools/fit_gap.py human_small/lpd --noise-draws 1
 
 The human models learn from the 67 training slices of one head CT (with fresh
 noise every step). A model that scores much better on those slices than on the
@@ -20,7 +20,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from lpd import datasets, evaluation, operators, realdata, training
+from lpd.data import pipelines as datasets
+from lpd.data import real as realdata
+from lpd.evaluation import scoring as evaluation
+from lpd.physics import operators
+from lpd.training import loop as training
 
 SPLITS = ("train", "validation", "test")
 

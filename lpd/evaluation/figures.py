@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lpd._io import atomic_write
+from lpd.io import atomic_write
 
 __all__ = ["reconstruction_figure", "training_curves_figure"]
 

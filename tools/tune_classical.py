@@ -1,7 +1,7 @@
 """Tune FBP, TV and Tikhonov on validation data and store the chosen values.
 
-    python experiments/tune_classical.py --setup ellipses
-    python experiments/tune_classical.py --setup human_small --n-val 2
+    python tools/tune_classical.py --setup ellipses
+    python tools/tune_classical.py --setup human_small --n-val 2
 
 Validation data: random ellipse phantoms (ellipse set-ups) or the validation
 slices of the real head CT (human set-ups), with the set-up's noise; PSNR at
@@ -22,7 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lpd import classical, datasets, evaluation, operators, phantoms, realdata
+from lpd.data import phantoms
+from lpd.data import pipelines as datasets
+from lpd.data import real as realdata
+from lpd.evaluation import scoring as evaluation
+from lpd.methods import classical
+from lpd.physics import operators
 
 
 def image_sets(setup, n_val, seed):
@@ -66,7 +71,7 @@ def main(argv=None):
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--table", help="also write the test table to this .csv (and .md)")
     args = p.parse_args(argv)
-    command = "python experiments/tune_classical.py " + shlex.join(sys.argv[1:] if argv is None
+    command = "python tools/tune_classical.py " + shlex.join(sys.argv[1:] if argv is None
                                                                    else argv)
     setup = operators.get_setup(args.setup)
     out = args.out or classical.params_path(args.setup)

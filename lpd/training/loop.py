@@ -70,8 +70,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lpd import networks
-from lpd._io import atomic_write, fsync_dir
 from lpd.config import (
     METHODS,
     PRESETS,
@@ -81,6 +79,8 @@ from lpd.config import (
     from_json,
     to_json,
 )
+from lpd.io import atomic_write, fsync_dir
+from lpd.methods import networks
 
 __all__ = [
     "PRESETS",
@@ -221,13 +221,13 @@ def make_config(method: str = "lpd", setup: str | ProblemConfig | None = None,
 def _is_poisson(setup: str | ProblemConfig) -> bool:
     if isinstance(setup, ProblemConfig):
         return setup.noise.kind == "poisson"
-    from lpd.operators import SETUPS
+    from lpd.physics.operators import SETUPS
 
     return setup in SETUPS and SETUPS[setup].noise.kind == "poisson"
 
 
 def _setup_of(setup: str | ProblemConfig):
-    from lpd import operators
+    from lpd.physics import operators
 
     return operators.get_setup(setup)
 
@@ -270,7 +270,7 @@ def build_model(network: NetworkConfig, setup: str | ProblemConfig = "ellipses",
     """
     problem = _setup_of(setup)
     if operator is None:
-        from lpd.tf_ops import as_tf_operator
+        from lpd.physics.bridge import as_tf_operator
 
         operator = as_tf_operator(problem.operator, backend=backend)
     mu = _prelog_mu(network, problem.config, post_log)
@@ -477,7 +477,7 @@ def _weights_dir(path: Path, which: str = "best") -> Path:
 
 def default_weights_dir() -> Path:
     """The ``data/weights`` directory beside the package (where shipped weights live)."""
-    return Path(__file__).resolve().parent.parent / "data" / "weights"
+    return Path(__file__).resolve().parents[2] / "data" / "weights"
 
 
 def _sha256(path: Path) -> str:
@@ -652,10 +652,10 @@ def _init_source(config: TrainingConfig) -> tuple[Path, dict]:
 # ---------------------------------------------------------------------------
 
 def _image_source(config: TrainingConfig, setup, split: str):
-    from lpd import datasets
+    from lpd.data import pipelines as datasets
 
     if config.images == "real_ct":
-        from lpd import realdata
+        from lpd.data import real as realdata
 
         return realdata.real_ct_slices(setup, split)
     return datasets.RandomPhantoms(config.images, tuple(setup.space.shape))
@@ -664,7 +664,7 @@ def _image_source(config: TrainingConfig, setup, split: str):
 def _training_stream(config: TrainingConfig, setup, data, start: int) -> Iterator:
     """The training batches from batch ``start`` on."""
     if data is None:
-        from lpd import datasets
+        from lpd.data import pipelines as datasets
 
         return iter(datasets.training_pairs(setup, _image_source(config, setup, "train"),
                                             config.batch_size, config.seed, start=start,
@@ -679,7 +679,7 @@ def _training_stream(config: TrainingConfig, setup, data, start: int) -> Iterato
 
 def _validation_set(config: TrainingConfig, setup, validation) -> tuple[np.ndarray, np.ndarray]:
     if validation is None:
-        from lpd import datasets
+        from lpd.data import pipelines as datasets
 
         source = _image_source(config, setup, "validation")
         n = None if source.is_finite else config.validation_size

@@ -6,7 +6,7 @@ history and console log into ``data/weights/<set-up>/<method>`` with a manifest
 of ``data/weights/README.md`` from every manifest found, so the README never
 states a number that the files do not hold.
 
-Run: ``python experiments/ship_weights.py RUN_DIR --log RUN.log --command "lpd train ..."
+Run: ``python tools/ship_weights.py RUN_DIR --log RUN.log --command "lpd train ..."
 [--which best|latest] [--force]``; ``--table-only`` rewrites the table alone.
 """
 
@@ -17,8 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-from lpd import realdata, training
-from lpd._io import atomic_write
+from lpd.data import real as realdata
+from lpd.io import atomic_write
+from lpd.training import loop as training
 
 _BEGIN, _END = "<!-- table: begin -->", "<!-- table: end -->"
 

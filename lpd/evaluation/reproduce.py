@@ -42,9 +42,15 @@ from typing import Any
 
 import numpy as np
 
-from lpd import classical, datasets, evaluation, figures, operators, phantoms, realdata
-from lpd._io import atomic_write
 from lpd.config import from_json
+from lpd.data import phantoms
+from lpd.data import pipelines as datasets
+from lpd.data import real as realdata
+from lpd.evaluation import figures
+from lpd.evaluation import scoring as evaluation
+from lpd.io import atomic_write
+from lpd.methods import classical
+from lpd.physics import operators
 
 __all__ = ["EXPERIMENTS", "METHOD_NAMES", "PaperFigure", "Experiment", "Row", "run",
            "load_images"]
@@ -284,7 +290,7 @@ class _Network:
     def __init__(self, model, key: str, training: str):
         import tensorflow as tf
 
-        from lpd import networks
+        from lpd.methods import networks
 
         self.model = model
         self.key = key
@@ -316,7 +322,7 @@ def _training_text(config, step: int | None) -> str:
 
 
 def _shipped(weights: str, key: str, log: Callable[[str], Any]):
-    from lpd import training
+    from lpd.training import loop as training
 
     name = f"{weights}/{key}"
     try:
@@ -333,7 +339,7 @@ def _shipped(weights: str, key: str, log: Callable[[str], Any]):
 
 
 def _trained(setup_name: str, key: str, spec: dict, out: Path, log: Callable[[str], Any]):
-    from lpd import training
+    from lpd.training import loop as training
 
     unknown = set(spec) - {"preset", "schedules"}
     if unknown:

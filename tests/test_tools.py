@@ -1,4 +1,4 @@
-"""Tests for the scripts in experiments/ that are not covered through `lpd reproduce`."""
+"""Tests for the scripts in tools/ (shipping weights is tested in test_reproduce.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from lpd import datasets, realdata
+from lpd.data import pipelines as datasets
+from lpd.data import real as realdata
 
-_EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+_TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, _EXPERIMENTS / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, _TOOLS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -32,8 +32,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from lpd import operators
-from lpd.operators import MatrixUnavailableError, constant_weighting
+from lpd.physics import operators
+from lpd.physics.operators import MatrixUnavailableError, constant_weighting
 
 __all__ = ["TFOperator", "PreLogForward", "as_tf_operator", "BACKENDS"]
 

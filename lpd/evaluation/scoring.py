@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from lpd import metrics
-from lpd._io import atomic_write
+from lpd.io import atomic_write
 
 __all__ = ["EvaluationResult", "evaluate", "write_results", "csv_text", "COLUMNS"]
 

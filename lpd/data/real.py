@@ -52,7 +52,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lpd.config import NoiseConfig, ProblemConfig
-from lpd.datasets import DataError, DataSourceMissing, ImageSet
+from lpd.data.pipelines import DataError, DataSourceMissing, ImageSet
 
 __all__ = [
     "hu_to_attenuation",
@@ -98,7 +98,7 @@ def hu_to_attenuation(hu) -> np.ndarray:
 def _grid_of(grid) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
     """(shape, min_pt, max_pt) of a set-up, config, set-up name or shape."""
     if isinstance(grid, str):
-        from lpd import operators
+        from lpd.physics import operators
 
         try:
             grid = operators.SETUPS[grid]
