@@ -127,10 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.set_defaults(func=_cmd_datasets)
 
     from lpd.config import AUGMENTATIONS, METHODS, PRECISIONS, PRESETS
+    from lpd.methods import registry
 
     train = commands.add_parser(
         "train", help="train a learned reconstructor (resumable)",
-        description="Train LPD, learned primal, learned gradient descent or FBP + U-Net. "
+        description="Train a learned method ("
+                    + ", ".join(registry.get(k).name for k in METHODS) + "). "
                     "Checkpoints, the configuration (JSON), the training log and "
                     "TensorBoard summaries go into --out; Ctrl-C saves and stops, and "
                     "--resume continues exactly where the run stopped.")
@@ -138,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="problem set-up (default: the preset's, 'ellipses'); "
                             "see 'lpd setups'")
     train.add_argument("--method", choices=METHODS, default=None,
-                       help="lpd, lp (learned primal), lgd (learned gradient descent) or "
-                            "unet (FBP + U-Net); default lpd, or the saved run's with --resume")
+                       help=", ".join(f"{k} ({registry.get(k).name})" for k in METHODS)
+                       + "; default lpd, or the saved run's with --resume")
     train.add_argument("--out", required=True, metavar="DIR", help="output directory")
     train.add_argument("--preset", choices=list(PRESETS), default="quick",
                        help="'paper': 100 001 steps at batch 5 (days on 2 CPU cores); "
@@ -183,10 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     reproduce = commands.add_parser(
         "reproduce", help="regenerate a result table of the paper, with figures",
-        description="Evaluate every method (FBP, TV, Tikhonov, FBP + U-Net, learned gradient "
-                    "descent, Learned Primal, Learned Primal-Dual) on the paper's test case "
-                    "and a held-out set, and write results.csv, results.md, figures and "
-                    "run.json into --out.")
+        description="Evaluate every method ("
+                    + ", ".join(m.name for m in registry.METHODS.values())
+                    + ") on the paper's test case and a held-out set, and write "
+                    "results.csv, results.md, figures and run.json into --out.")
     reproduce.add_argument("experiment", help="'ellipses' or 'human'")
     reproduce.add_argument("--preset", default="default",
                            help="'default' (shipped weights, 100+ held-out samples), 'quick' "
@@ -196,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", metavar="DIR",
                            help="output directory (default: results/EXPERIMENT-PRESET)")
     reproduce.add_argument("--methods", metavar="KEYS",
-                           help="comma-separated subset of fbp,tv,tikhonov,unet,lgd,lp,lpd")
+                           help="comma-separated subset of " + ",".join(registry.keys()))
     reproduce.add_argument("--train", action="store_true",
                            help="train the learned models into OUT/training instead of "
                                 "loading the shipped weights (an interrupted run resumes)")

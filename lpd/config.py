@@ -13,6 +13,11 @@ import json
 import math
 from typing import Any, Literal
 
+from lpd.methods import registry
+
+# The learned methods, the networks a NetworkConfig describes (from the registry).
+METHODS = registry.learned_keys()
+
 __all__ = [
     "NoiseConfig",
     "ProblemConfig",
@@ -181,8 +186,6 @@ def from_json(text: str) -> Any:
     return from_dict(json.loads(text))
 
 
-_METHODS = ("lpd", "lp", "lgd", "unet")
-
 # Symmetries a training image may be drawn under (`TrainingConfig.augment`).
 AUGMENTATIONS = ("flips", "dihedral")
 
@@ -199,8 +202,9 @@ class NetworkConfig:
 
     Parameters
     ----------
-    method : {"lpd", "lp", "lgd", "unet"}
-        Learned Primal-Dual, Learned Primal, learned gradient descent, or FBP + U-Net.
+    method : str
+        A learned method of `lpd.methods.registry` (`METHODS`): ``"lpd"``,
+        ``"lp"``, ``"lgd"`` or ``"unet"``.
     n_iter : int
         Unrolled iterations (lpd, lp, lgd).
     n_primal, n_dual : int
@@ -229,7 +233,7 @@ class NetworkConfig:
         Poisson set-ups with pre-log data and the linear model otherwise.
     """
 
-    method: Literal["lpd", "lp", "lgd", "unet"] = "lpd"
+    method: str = "lpd"
     n_iter: int = 10
     n_primal: int = 5
     n_dual: int = 5
@@ -246,8 +250,8 @@ class NetworkConfig:
     data_model: Literal["auto", "linear", "prelog"] = "auto"
 
     def __post_init__(self):
-        if self.method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
+        if self.method not in METHODS:
+            raise registry.unknown_method(self.method, METHODS)
         for field in ("n_iter", "n_primal", "n_dual", "filters", "features", "depth"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
@@ -399,8 +403,6 @@ _REGISTRY: dict[str, type] = {
 # ---------------------------------------------------------------------------
 # Training presets (used by lpd.training and the CLI)
 # ---------------------------------------------------------------------------
-
-METHODS = ("lpd", "lp", "lgd", "unet")
 
 # Presets as data: overrides of TrainingConfig fields, with per-method network
 # settings under "network". "paper" is the original schedule. "quick" shows each

@@ -49,25 +49,17 @@ from lpd.data import real as realdata
 from lpd.evaluation import figures
 from lpd.evaluation import scoring as evaluation
 from lpd.io import atomic_write
-from lpd.methods import classical
+from lpd.methods import classical, registry
 from lpd.physics import operators
 
 __all__ = ["EXPERIMENTS", "METHOD_NAMES", "PaperFigure", "Experiment", "Row", "run",
            "load_images"]
 
-METHOD_NAMES = {
-    "fbp": "FBP",
-    "tv": "TV",
-    "tikhonov": "Tikhonov",
-    "unet": "FBP + U-Net",
-    "lgd": "Learned gradient descent",
-    "lp": "Learned Primal",
-    "lpd": "Learned Primal-Dual",
-}
-"""Method keys (the ``method`` column of ``results.csv``) and their names."""
+METHOD_NAMES = {key: method.name for key, method in registry.METHODS.items()}
+"""Method keys (the ``method`` column of ``results.csv``) and their names, in table order."""
 
-CLASSICAL = ("fbp", "tv", "tikhonov")
-LEARNED = ("unet", "lgd", "lp", "lpd")
+CLASSICAL = registry.keys(learned=False)
+LEARNED = registry.keys(learned=True)
 
 
 @dataclasses.dataclass(frozen=True)

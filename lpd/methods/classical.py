@@ -77,7 +77,6 @@ __all__ = [
     "FBPReconstructor",
     "TVReconstructor",
     "TikhonovReconstructor",
-    "RECONSTRUCTORS",
     "ClassicalParams",
     "SearchResult",
     "grid_search",
@@ -692,12 +691,6 @@ class TikhonovReconstructor(Reconstructor):
         return x.astype(np.float32)
 
 
-RECONSTRUCTORS: dict[str, type[Reconstructor]] = {
-    "fbp": FBPReconstructor,
-    "tv": TVReconstructor,
-    "tikhonov": TikhonovReconstructor,
-}
-"""The classical reconstructors by key."""
 
 
 # ---------------------------------------------------------------------------

@@ -862,6 +862,17 @@ class LearnedPrimalDual(UnrolledReconstructor):
     arXiv:1707.06474 (the algorithm and the ellipse and human experiments).
     """
 
+    @classmethod
+    def from_network(cls, network, operator: TFOperator, **settings):
+        """The model a `lpd.config.NetworkConfig` describes (its fields for this model).
+
+        ``settings`` are the model's other arguments (``setup``, ``prelog_mu``,
+        ``operator_backend``, the FBP filter); `lpd.training.build_model` passes them.
+        """
+        return cls(operator, n_iter=network.n_iter, n_primal=network.n_primal,
+                   n_dual=network.n_dual, filters=network.filters,
+                   initial=network.initial or "zeros", **settings)
+
     def __init__(self, operator: TFOperator, n_iter: int = 10, n_primal: int = 5,
                  n_dual: int = 5, filters: int = 32, prelog_mu: float | None = None,
                  **kwargs):
@@ -893,6 +904,16 @@ class LearnedPrimal(UnrolledReconstructor):
     Adler J, Öktem O. Learned Primal-Dual Reconstruction. IEEE TMI 37(6), 2018,
     arXiv:1707.06474 (the "Learned Primal" method of its comparisons).
     """
+
+    @classmethod
+    def from_network(cls, network, operator: TFOperator, **settings):
+        """The model a `lpd.config.NetworkConfig` describes (its fields for this model).
+
+        ``settings`` are the model's other arguments (``setup``, ``prelog_mu``,
+        ``operator_backend``, the FBP filter); `lpd.training.build_model` passes them.
+        """
+        return cls(operator, n_iter=network.n_iter, n_primal=network.n_primal,
+                   filters=network.filters, initial=network.initial or "zeros", **settings)
 
     def __init__(self, operator: TFOperator, n_iter: int = 10, n_primal: int = 5,
                  filters: int = 32, prelog_mu: float | None = None, **kwargs):
@@ -935,6 +956,18 @@ class LearnedGradientDescent(UnrolledReconstructor):
     neural networks. Inverse Problems 33(12), 2017, arXiv:1704.04058 (the
     partially learned gradient scheme and its ellipse experiment).
     """
+
+    @classmethod
+    def from_network(cls, network, operator: TFOperator, **settings):
+        """The model a `lpd.config.NetworkConfig` describes (its fields for this model).
+
+        ``settings`` are the model's other arguments (``setup``, ``prelog_mu``,
+        ``operator_backend``, the FBP filter); `lpd.training.build_model` passes them.
+        """
+        return cls(operator, n_iter=network.n_iter, n_memory=network.n_memory,
+                   filters=network.filters, data_gradient=network.data_gradient,
+                   regulariser_gradient=network.regulariser_gradient,
+                   initial=network.initial or "fbp", **settings)
 
     def __init__(self, operator: TFOperator, n_iter: int = 10, n_memory: int = 5,
                  filters: int = 32, data_gradient: bool = True,
@@ -1097,6 +1130,16 @@ class FBPUNet(keras.Model):
     Jin KH et al., IEEE TIP 26(9), 2017; the "FBP + U-Net" baseline of Adler &
     Öktem, arXiv:1707.06474.
     """
+
+    @classmethod
+    def from_network(cls, network, operator: TFOperator, **settings):
+        """The model a `lpd.config.NetworkConfig` describes (its fields for this model).
+
+        ``settings`` are the model's other arguments (``setup``, ``prelog_mu``,
+        ``operator_backend``, the FBP filter); `lpd.training.build_model` passes them.
+        """
+        return cls(operator, features=network.features, depth=network.depth,
+                   widths=network.widths, **settings)
 
     def __init__(self, operator: TFOperator, features: int = 64, depth: int = 4,
                  widths: Literal["reference", "doubling"] = "reference",

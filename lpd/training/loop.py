@@ -80,7 +80,7 @@ from lpd.config import (
     to_json,
 )
 from lpd.io import atomic_write, fsync_dir
-from lpd.methods import networks
+from lpd.methods import networks, registry
 
 __all__ = [
     "PRESETS",
@@ -197,7 +197,7 @@ def make_config(method: str = "lpd", setup: str | ProblemConfig | None = None,
     (100001, 5, 10)
     """
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+        raise registry.unknown_method(method, METHODS)
     try:
         preset_fields = dict(PRESETS[preset])
     except KeyError:
@@ -277,23 +277,8 @@ def build_model(network: NetworkConfig, setup: str | ProblemConfig = "ellipses",
     common = {"setup": setup, "operator_backend": backend, "prelog_mu": mu}
     fbp = {"fbp_filter": network.fbp_filter,
            "fbp_frequency_scaling": network.fbp_frequency_scaling}
-    if network.method == "lpd":
-        return networks.LearnedPrimalDual(
-            operator, n_iter=network.n_iter, n_primal=network.n_primal,
-            n_dual=network.n_dual, filters=network.filters,
-            initial=network.initial or "zeros", **fbp, **common)
-    if network.method == "lp":
-        return networks.LearnedPrimal(
-            operator, n_iter=network.n_iter, n_primal=network.n_primal,
-            filters=network.filters, initial=network.initial or "zeros", **fbp, **common)
-    if network.method == "lgd":
-        return networks.LearnedGradientDescent(
-            operator, n_iter=network.n_iter, n_memory=network.n_memory,
-            filters=network.filters, data_gradient=network.data_gradient,
-            regulariser_gradient=network.regulariser_gradient,
-            initial=network.initial or "fbp", **fbp, **common)
-    return networks.FBPUNet(operator, features=network.features, depth=network.depth,
-                            widths=network.widths, **fbp, **common)
+    return registry.get(network.method).load().from_network(network, operator, **fbp,
+                                                            **common)
 
 
 # ---------------------------------------------------------------------------

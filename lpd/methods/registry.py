@@ -1,0 +1,119 @@
+"""The one list of reconstruction methods: key, name, family, and what builds each.
+
+Every part of lpd that needs the methods reads them here: the configuration
+(which networks `lpd.config.NetworkConfig` accepts), the model factory of
+`lpd.training`, the experiments of `lpd.evaluation.reproduce` (the order of the
+results table) and the help texts of the ``lpd`` command. Adding a method is
+one new module and one entry of `METHODS`.
+
+This module is data: it imports nothing of lpd (the builders are named by
+dotted path and imported on use), so that every layer may read it and the
+classical methods never import TensorFlow.
+
+Families are those of the lecture on deep learning for image reconstruction
+(``analytical``, ``optimisation``, ``post-processing``, ``unrolled``, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+__all__ = ["Method", "METHODS", "FAMILIES", "get", "keys", "learned_keys", "unknown_method"]
+
+FAMILIES = ("analytical", "optimisation", "post-processing", "unrolled")
+"""The families of methods, in the order a results table lists them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One reconstruction method.
+
+    Attributes
+    ----------
+    key : str
+        Short name: ``--method``/``--methods``, the ``method`` column of the
+        results, the directory of shipped weights (``data/weights/<set-up>/<key>``).
+    name : str
+        Display name in tables and figures.
+    family : str
+        One of `FAMILIES`.
+    learned : bool
+        Whether it has trained weights (`lpd.training`) or is classical (its
+        parameters are tuned on validation data, `lpd.methods.classical`).
+    builder : str
+        ``"module:attribute"`` of what builds it: a network class with
+        ``from_network(network_config, operator, **settings)``, or a classical
+        reconstructor class ``cls(setup, **params)``.
+    summary : str
+        One line for help texts.
+    reference : str
+        Where the method comes from.
+    """
+
+    key: str
+    name: str
+    family: str
+    learned: bool
+    builder: str
+    summary: str
+    reference: str = ""
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"{self.key}: family must be one of {FAMILIES}, got {self.family!r}")
+
+    def load(self) -> Any:
+        """The class (or function) that builds the method, imported now."""
+        module, _, attribute = self.builder.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+METHODS: dict[str, Method] = {m.key: m for m in (
+    Method("fbp", "FBP", "analytical", False, "lpd.methods.classical:FBPReconstructor",
+           "filtered back-projection with a tuned filter window and cut-off"),
+    Method("tv", "TV", "optimisation", False, "lpd.methods.classical:TVReconstructor",
+           "total variation regularisation solved by PDHG (Chambolle-Pock)"),
+    Method("tikhonov", "Tikhonov", "optimisation", False,
+           "lpd.methods.classical:TikhonovReconstructor",
+           "quadratic (Tikhonov) regularisation solved by CGLS"),
+    Method("unet", "FBP + U-Net", "post-processing", True, "lpd.methods.networks:FBPUNet",
+           "a U-Net applied to the FBP (post-processing)",
+           "Jin et al., IEEE TIP 26(9), 2017"),
+    Method("lgd", "Learned gradient descent", "unrolled", True,
+           "lpd.methods.networks:LearnedGradientDescent",
+           "learned gradient descent: one shared update block fed the data gradient",
+           "Adler & Öktem, Inverse Problems 33, 2017, arXiv:1704.04058"),
+    Method("lp", "Learned Primal", "unrolled", True, "lpd.methods.networks:LearnedPrimal",
+           "Learned Primal: LPD with the dual step replaced by the residual A f - y",
+           "Adler & Öktem, IEEE TMI 37(6), 2018, arXiv:1707.06474"),
+    Method("lpd", "Learned Primal-Dual", "unrolled", True,
+           "lpd.methods.networks:LearnedPrimalDual",
+           "Learned Primal-Dual: learned primal and dual updates, operator in every step",
+           "Adler & Öktem, IEEE TMI 37(6), 2018, arXiv:1707.06474"),
+)}
+"""Every method, in the order of the results tables (classical first)."""
+
+
+def unknown_method(key: Any, known: tuple[str, ...]) -> ValueError:
+    """The error for a key that names no method: it lists the known ones."""
+    return ValueError(f"unknown method {key!r}; choose one of {', '.join(known)}")
+
+
+def get(key: str) -> Method:
+    """The method ``key``; a `ValueError` lists the known keys when there is none."""
+    try:
+        return METHODS[key]
+    except (KeyError, TypeError):
+        raise unknown_method(key, keys()) from None
+
+
+def keys(*, learned: bool | None = None) -> tuple[str, ...]:
+    """The keys of all methods, or of the learned (``True``) or classical (``False``) ones."""
+    return tuple(k for k, m in METHODS.items() if learned is None or m.learned == learned)
+
+
+def learned_keys() -> tuple[str, ...]:
+    """The keys of the learned methods (the networks `lpd train` trains)."""
+    return keys(learned=True)

@@ -1,0 +1,49 @@
+"""The registry of methods: every entry builds, and every list of methods is read from it."""
+
+from __future__ import annotations
+
+import pytest
+
+from lpd import config
+from lpd.methods import registry
+
+
+def test_unknown_keys_are_refused_with_the_known_ones_listed():
+    with pytest.raises(ValueError, match="unknown method 'sart'; choose one of fbp, tv"):
+        registry.get("sart")
+    with pytest.raises(ValueError, match="unknown method 'tv'; choose one of unet, lgd"):
+        config.NetworkConfig(method="tv")
+
+
+def test_the_lists_of_methods_come_from_the_registry():
+    from lpd.evaluation import reproduce
+
+    assert config.METHODS == registry.learned_keys() == ("unet", "lgd", "lp", "lpd")
+    assert tuple(reproduce.METHOD_NAMES) == tuple(registry.METHODS)
+    assert reproduce.CLASSICAL == ("fbp", "tv", "tikhonov")
+    assert set(reproduce.LEARNED) == set(config.METHODS)
+    for method in registry.METHODS.values():
+        assert method.family in registry.FAMILIES
+
+
+def test_every_classical_builder_is_a_reconstructor():
+    from lpd.methods import classical
+
+    for key in registry.keys(learned=False):
+        assert issubclass(registry.get(key).load(), classical.Reconstructor), key
+
+
+def test_every_learned_builder_builds_from_its_network_config():
+    pytest.importorskip("tensorflow")
+    from lpd.training import loop as training
+
+    for key in registry.learned_keys():
+        network = training.make_config(key, "ellipses_small", "tiny").network
+        model = training.build_model(network, "ellipses_small")
+        assert isinstance(model, registry.get(key).load()), key
+
+
+def test_bad_entries_are_refused():
+    with pytest.raises(ValueError, match="family must be one of"):
+        registry.Method("x", "X", "magic", False, "lpd.methods.classical:FBPReconstructor",
+                        "")
