@@ -14,6 +14,7 @@ from lpd.config import NoiseConfig, ProblemConfig
 from lpd.data import phantoms
 from lpd.methods import classical
 from lpd.physics import operators
+from lpd.physics.projector import projector
 
 # A 180-angle parallel-beam problem where FBP is accurate, normalised like the
 # ellipse experiment so that the FBP must undo the normalisation.
@@ -183,7 +184,7 @@ def test_tv_poisson_prelog_beats_fbp(rng):
 def test_tv_step_sizes_satisfy_the_convergence_condition():
     tv = classical.TVReconstructor(TINY, 1e-2, step_ratio=7.0)
     tau, sigma, a, b = tv.step_sizes()
-    proj = classical._projector(tv.setup.operator)
+    proj = projector(tv.setup.operator)
     matrix = np.vstack([proj.matrix.toarray() / a,
                         np.stack([classical.gradient(e.reshape(16, 16)).ravel()
                                   for e in np.eye(256)], axis=1) / b])
@@ -196,7 +197,7 @@ def test_tv_step_sizes_satisfy_the_convergence_condition():
 def test_tikhonov_solves_the_normal_equations(rng):
     setup = operators.get_setup(TINY)
     data = _noisy(setup, _blob(setup.space.shape), rng).astype(np.float32)
-    matrix = classical._projector(setup.operator).matrix.toarray().astype(np.float64)
+    matrix = projector(setup.operator).matrix.toarray().astype(np.float64)
     for weight in (1.0, 10.0):
         normal = matrix.T @ matrix + weight * np.eye(matrix.shape[1])
         expected = np.linalg.solve(normal, matrix.T @ data.ravel()).reshape(16, 16)
@@ -209,7 +210,7 @@ def test_tikhonov_solves_the_normal_equations(rng):
 def test_tikhonov_without_weight_gives_minimum_norm_least_squares(rng):
     setup = operators.get_setup(TINY)
     data = _noisy(setup, _blob(setup.space.shape), rng).astype(np.float32)
-    matrix = classical._projector(setup.operator).matrix.toarray().astype(np.float64)
+    matrix = projector(setup.operator).matrix.toarray().astype(np.float64)
     expected = (np.linalg.pinv(matrix, rcond=1e-6) @ data.ravel()).reshape(16, 16)
     got = classical.TikhonovReconstructor(setup, 0.0, n_iter=2000, tol=1e-9)(data)
     assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 1e-2

@@ -82,17 +82,16 @@ def test_matrix_estimate_is_an_upper_bound_and_refuses_big_matrices():
 
 
 def test_bridge_pipeline_and_solvers_share_one_matrix_per_operator():
-    from lpd.data import pipelines as datasets
-    from lpd.methods import classical
     from lpd.physics import bridge as tf_ops
+    from lpd.physics.projector import projector
 
     setup = operators.get_setup("ellipses_small")
     shared = operators.shared_system_matrix(setup.operator)
     assert operators.shared_system_matrix(setup.operator) is shared
     assert np.array_equal(shared.transpose.toarray(), shared.forward.T.toarray())
-    assert tf_ops.as_tf_operator(setup.operator)._kernel.matrix is shared.forward
-    assert classical._projector(setup.operator).matrix_t is shared.transpose
-    assert datasets._matrix(setup.operator, 2**30) is shared.forward
+    assert tf_ops.as_tf_operator(setup.operator)._kernel.projector.matrix is shared.forward
+    assert projector(setup.operator).matrix_t is shared.transpose
+    assert projector(setup.operator, 2**30).matrix is shared.forward
     # The budget is checked on every call, not only when the matrix is built.
     estimate = operators.estimate_matrix_bytes(setup.operator)
     with pytest.raises(operators.MatrixUnavailableError, match="memory budget"):

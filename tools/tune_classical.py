@@ -28,6 +28,7 @@ from lpd.data import real as realdata
 from lpd.evaluation import scoring as evaluation
 from lpd.methods import classical
 from lpd.physics import operators
+from lpd.physics.projector import projector
 
 
 def image_sets(setup, n_val, seed):
@@ -114,7 +115,7 @@ def main(argv=None):
         ratio = best_ratio
 
     print("Tikhonov: golden section on the weight")
-    scale = classical._projector(setup.ray_trafo if poisson else setup.operator).norm() ** 2
+    scale = projector(setup.ray_trafo if poisson else setup.operator).norm() ** 2
     tik = classical.golden_section_search(
         functools.partial(classical.TikhonovReconstructor, setup), "weight", 1e-6 * scale,
         10.0 * scale, fixed={"n_iter": 100}, n_eval=args.n_eval, **search_args)

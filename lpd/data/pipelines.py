@@ -250,20 +250,6 @@ def noise_model(config: NoiseConfig, seed: int | None = None) -> GaussianNoise |
 # Forward projection and simulation
 # ---------------------------------------------------------------------------
 
-# ODL/ASTRA are not known to be safe when several pipeline threads call them at once.
-_ODL_LOCK = threading.Lock()
-
-
-def _matrix(op, memory_budget: float):
-    """The shared system matrix of ``op``, or None where it has none within the budget."""
-    from lpd.physics import operators
-
-    try:
-        return operators.shared_system_matrix(op, memory_budget).forward
-    except operators.MatrixUnavailableError:
-        return None
-
-
 _MATRIX_BUDGET = float(2**30)
 
 
@@ -296,19 +282,9 @@ def forward_project(op, images, memory_budget: float = _MATRIX_BUDGET) -> np.nda
             f"expected images of shape (batch, {', '.join(map(str, domain_shape))}), "
             f"got {images.shape}"
         )
-    matrix = _matrix(op, memory_budget)
-    batch = images.shape[0]
-    range_shape = tuple(op.range.shape)
-    if matrix is not None:
-        flat = images.reshape(batch, -1)
-        # Column-stacked (pixels, batch) keeps one multiplication for the batch.
-        out = np.ascontiguousarray((matrix @ np.ascontiguousarray(flat.T)).T)
-        return out.astype(np.float32, copy=False).reshape((batch, *range_shape))
-    out = np.empty((batch, *range_shape), dtype=np.float32)
-    with _ODL_LOCK:
-        for i, image in enumerate(images):
-            out[i] = op(image).data
-    return out
+    from lpd.physics.projector import projector
+
+    return projector(op, memory_budget).forward(images)
 
 
 def _as_setup(setup):
@@ -788,7 +764,9 @@ def training_pairs(setup: Setup | str, source: ImageSource, batch_size: int, see
         raise ValueError(f"augment='dihedral' needs square images, got shape {source.shape}; "
                          "use 'flips'")
     # Build the system matrix now, not in the first pipeline call.
-    _matrix(setup.ray_trafo if noise.input == "ray_trafo" else setup.operator, _MATRIX_BUDGET)
+    from lpd.physics.projector import projector
+
+    projector(setup.ray_trafo if noise.input == "ray_trafo" else setup.operator, _MATRIX_BUDGET)
 
     range_shape = tuple(setup.operator.range.shape)
     image_shape = tuple(setup.space.shape)

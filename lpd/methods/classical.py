@@ -70,6 +70,7 @@ from lpd import metrics
 from lpd.config import ProblemConfig
 from lpd.io import atomic_write
 from lpd.physics import operators
+from lpd.physics.projector import power_norm, projector
 
 __all__ = [
     "FILTERS",
@@ -116,78 +117,6 @@ def _as_setup(setup) -> operators.Setup:
 # ---------------------------------------------------------------------------
 # Linear maps on numpy arrays
 # ---------------------------------------------------------------------------
-
-class _Projector:
-    """``x -> W x`` and ``y -> W^T y`` on float32 arrays for a linear ODL operator.
-
-    Uses the sparse system matrix where one exists within the memory budget (several
-    times faster than calling ODL per image on a CPU) and ODL otherwise; ``W^T`` is
-    the Euclidean transpose, ODL's adjoint rescaled by the ratio of the weightings.
-    """
-
-    def __init__(self, op, memory_budget: float):
-        self.op = op
-        self.domain_shape = tuple(op.domain.shape)
-        self.range_shape = tuple(op.range.shape)
-        try:
-            matrices = operators.shared_system_matrix(op, memory_budget)
-            self.matrix, self.matrix_t = matrices.forward, matrices.transpose
-        except operators.MatrixUnavailableError:
-            self.matrix = self.matrix_t = None
-        self._transpose_scale = operators.constant_weighting(
-            op.domain) / operators.constant_weighting(op.range)
-        self._norm: float | None = None
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        if self.matrix is not None:
-            return (self.matrix @ x.ravel()).reshape(self.range_shape)
-        return np.asarray(self.op(x).data, dtype=np.float32)
-
-    def transpose(self, y: np.ndarray) -> np.ndarray:
-        y = np.asarray(y, dtype=np.float32)
-        if self.matrix_t is not None:
-            return (self.matrix_t @ y.ravel()).reshape(self.domain_shape)
-        out = np.asarray(self.op.adjoint(y).data, dtype=np.float32)
-        return out * np.float32(self._transpose_scale)
-
-    def norm(self) -> float:
-        """Euclidean ``||W||`` by 100 power iterations (cached)."""
-        if self._norm is None:
-            self._norm = _power_norm(lambda x: self.transpose(self.forward(x)),
-                                     self.domain_shape, 100)
-        return self._norm
-
-
-# Projectors by id of the ODL operator; the operator is stored beside its projector
-# so that the id stays valid while the entry exists. Set-ups are cached by
-# lpd.operators, so each operator gets one matrix per process.
-_PROJECTORS: dict[int, tuple[Any, _Projector]] = {}
-
-
-def _projector(op, memory_budget: float = 2**30) -> _Projector:
-    entry = _PROJECTORS.get(id(op))
-    if entry is not None and entry[0] is op:
-        return entry[1]
-    projector = _Projector(op, memory_budget)
-    _PROJECTORS[id(op)] = (op, projector)
-    return projector
-
-
-def _power_norm(normal: Callable[[np.ndarray], np.ndarray], shape, n_iter: int,
-                seed: int = 0) -> float:
-    """``sqrt`` of the largest eigenvalue of the map ``normal`` (= K^T K), from below."""
-    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    x /= np.linalg.norm(x)
-    value = 0.0
-    for _ in range(n_iter):
-        z = normal(x)
-        value = float(np.linalg.norm(z))
-        if value == 0.0:
-            return 0.0
-        x = z / value
-    return math.sqrt(value)
-
 
 def gradient(x: np.ndarray) -> np.ndarray:
     """Forward differences of an image, shape ``(2, *x.shape)``.
@@ -516,7 +445,7 @@ class TVReconstructor(Reconstructor):
         # The linear operator of the data term: the experiment's operator for
         # Gaussian noise, the unnormalised line integrals for the pre-log model.
         op = self.setup.operator if self.noise.kind == "gaussian" else self.setup.ray_trafo
-        self._projector = _projector(op, memory_budget)
+        self._projector = projector(op, memory_budget)
         self._fbp = FBPReconstructor(self.setup, "Hann", post_log=post_log) \
             if initial == "fbp" else None
         self._steps: tuple[float, float, float, float] | None = None
@@ -548,7 +477,7 @@ class TVReconstructor(Reconstructor):
                 return (proj.transpose(proj.forward(x)) / np.float32(a * a)
                         + gradient_transpose(gradient(x)) / np.float32(b * b))
 
-            k_norm = _NORM_MARGIN * _power_norm(normal, self.image_shape, 100)
+            k_norm = _NORM_MARGIN * power_norm(normal, self.image_shape, 100)
             root = math.sqrt(self.step_ratio)
             tau = root / k_norm
             sigma = 1.0 / (root * k_norm)
@@ -657,7 +586,7 @@ class TikhonovReconstructor(Reconstructor):
         self.n_iter = int(n_iter)
         self.tol = float(tol)
         op = self.setup.operator if self.noise.kind == "gaussian" else self.setup.ray_trafo
-        self._projector = _projector(op, memory_budget)
+        self._projector = projector(op, memory_budget)
         self.iterations_run = 0
 
     @property

@@ -34,51 +34,25 @@ import tensorflow as tf
 
 from lpd.physics import operators
 from lpd.physics.operators import MatrixUnavailableError, constant_weighting
+from lpd.physics.projector import Projector, projector
 
 __all__ = ["TFOperator", "PreLogForward", "as_tf_operator", "BACKENDS"]
 
 BACKENDS = ("auto", "matrix", "odl")
 
 
-class _MatrixKernel:
-    """Applies ``W`` and ``W^T`` to batches of flattened images with scipy."""
+class _Kernel:
+    """Applies ``W`` or ``W^T`` to a batch of images with the operator's `Projector`."""
 
-    name = "matrix"
-
-    def __init__(self, matrices: operators.SystemMatrix):
-        self.matrix = matrices.forward
-        self.matrix_t = matrices.transpose
+    def __init__(self, numpy_face: Projector):
+        self.projector = numpy_face
+        self.name = numpy_face.backend
 
     def apply(self, x: np.ndarray, transpose: bool) -> np.ndarray:
-        matrix = self.matrix_t if transpose else self.matrix
-        batch = x.shape[0]
-        flat = x.reshape(batch, -1)
-        if batch == 1:
-            return (matrix @ flat[0])[None]
-        # (n, batch) in C order keeps each row of the product contiguous.
-        return np.ascontiguousarray((matrix @ np.ascontiguousarray(flat.T)).T)
-
-
-class _OdlKernel:
-    """Applies the operator and its transpose by calling ODL, one image at a time."""
-
-    name = "odl"
-
-    def __init__(self, odl_op):
-        self.op = odl_op
-        # W^T = (w_X / w_Y) * ODL adjoint, see the module docstring.
-        self.transpose_scale = constant_weighting(odl_op.domain) / constant_weighting(
-            odl_op.range
-        )
-
-    def apply(self, x: np.ndarray, transpose: bool) -> np.ndarray:
-        op = self.op.adjoint if transpose else self.op
-        out = np.empty((x.shape[0], *op.range.shape), dtype=np.float32)
-        for i, image in enumerate(x):
-            out[i] = op(image).data
-        if transpose and self.transpose_scale != 1.0:
-            out *= np.float32(self.transpose_scale)
-        return out
+        apply = self.projector.transpose if transpose else self.projector.forward
+        if x.shape[0] == 1:
+            return apply(x[0])[None]
+        return apply(x)
 
 
 class TFOperator:
@@ -261,15 +235,13 @@ def as_tf_operator(odl_op, backend: str = "auto", memory_budget: float = 2**31) 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
 
-    kernel = None
-    if backend in ("auto", "matrix"):
+    if backend == "matrix":
         try:
-            kernel = _MatrixKernel(operators.shared_system_matrix(odl_op, memory_budget))
+            operators.shared_system_matrix(odl_op, memory_budget)
         except MatrixUnavailableError as err:
-            if backend == "matrix":
-                raise ValueError(f"backend='matrix' is not available: {err}") from err
-    if kernel is None:
-        kernel = _OdlKernel(odl_op)
+            raise ValueError(f"backend='matrix' is not available: {err}") from err
+    # A budget of 0 admits no matrix: ODL's own call.
+    kernel = _Kernel(projector(odl_op, 0.0 if backend == "odl" else memory_budget))
     return TFOperator(kernel, False, 1.0, odl_op, odl_op.domain.shape, odl_op.range.shape,
                       domain_weight, range_weight)
 

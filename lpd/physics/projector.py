@@ -1,0 +1,154 @@
+"""A linear ODL operator on numpy arrays: ``W x`` and ``W^T y``, one image or a batch.
+
+`projector(op)` is the one numpy face of the operators of lpd: the data
+pipelines simulate with it, the classical solvers iterate with it and the
+TensorFlow bridge (`lpd.physics.bridge`) applies it inside its ops. It uses the
+operator's sparse system matrix where one exists within the memory budget
+(several times faster than calling ODL per image on a CPU; shared with every
+other user of the operator through `lpd.physics.operators.shared_system_matrix`)
+and ODL's own call otherwise.
+
+``W`` is the map the operator applies to arrays, and ``W^T`` its Euclidean
+transpose: ODL's adjoint (taken in weighted inner products ``w * sum(x * y)``)
+times ``w_X / w_Y``, the ratio of the spaces' weightings.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from collections.abc import Callable
+
+import numpy as np
+
+from lpd.physics import operators
+
+__all__ = ["Projector", "projector", "power_norm"]
+
+DEFAULT_MEMORY_BUDGET = float(2**30)
+
+# ODL/ASTRA are not known to be safe when several pipeline threads call them at once.
+_ODL_LOCK = threading.Lock()
+
+
+class Projector:
+    """``x -> W x`` and ``y -> W^T y`` on float32 arrays for a linear ODL operator.
+
+    Both take one array of the domain (range) shape or a batch of them, and
+    return float32 of the matching shape. Made by `projector`, which shares one
+    per operator and memory budget.
+
+    Attributes
+    ----------
+    op : odl.Operator
+    domain_shape, range_shape : tuple of int
+    backend : {"matrix", "odl"}
+    """
+
+    def __init__(self, op, memory_budget: float = DEFAULT_MEMORY_BUDGET):
+        self.op = op
+        self.domain_shape = tuple(op.domain.shape)
+        self.range_shape = tuple(op.range.shape)
+        try:
+            matrices = operators.shared_system_matrix(op, memory_budget)
+            self.matrix, self.matrix_t = matrices.forward, matrices.transpose
+        except operators.MatrixUnavailableError:
+            self.matrix = self.matrix_t = None
+        self.transpose_scale = operators.constant_weighting(
+            op.domain) / operators.constant_weighting(op.range)
+        self._norm: float | None = None
+
+    @property
+    def backend(self) -> str:
+        return "odl" if self.matrix is None else "matrix"
+
+    def forward(self, x) -> np.ndarray:
+        """``W x`` for one image or a batch ``(n, *domain_shape)``."""
+        return self._apply(x, transpose=False)
+
+    def transpose(self, y) -> np.ndarray:
+        """``W^T y`` for one data array or a batch ``(n, *range_shape)``."""
+        return self._apply(y, transpose=True)
+
+    def norm(self, n_iter: int = 100) -> float:
+        """Euclidean ``||W||`` by `power_norm` on ``W^T W`` (100 iterations, cached)."""
+        if self._norm is None:
+            self._norm = power_norm(lambda x: self.transpose(self.forward(x)),
+                                    self.domain_shape, n_iter)
+        return self._norm
+
+    def _apply(self, x, transpose: bool) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        shape_in, shape_out = ((self.range_shape, self.domain_shape) if transpose
+                               else (self.domain_shape, self.range_shape))
+        matrix = self.matrix_t if transpose else self.matrix
+        if x.shape == shape_in:
+            if matrix is not None:
+                return (matrix @ x.ravel()).reshape(shape_out)
+            return self._odl(x[None], transpose)[0]
+        if x.shape[1:] != shape_in:
+            what = "data" if transpose else "images"
+            raise ValueError(f"expected {what} of shape {shape_in} or (batch, "
+                             f"{', '.join(map(str, shape_in))}), got {x.shape}")
+        if matrix is not None:
+            flat = x.reshape(x.shape[0], -1)
+            # Column-stacked (pixels, batch) keeps one multiplication for the batch,
+            # and C order keeps each row of the product contiguous.
+            out = np.ascontiguousarray((matrix @ np.ascontiguousarray(flat.T)).T)
+            return out.astype(np.float32, copy=False).reshape((x.shape[0], *shape_out))
+        return self._odl(x, transpose)
+
+    def _odl(self, x: np.ndarray, transpose: bool) -> np.ndarray:
+        op = self.op.adjoint if transpose else self.op
+        out = np.empty((x.shape[0], *op.range.shape), dtype=np.float32)
+        with _ODL_LOCK:
+            for i, image in enumerate(x):
+                out[i] = op(image).data
+        if transpose and self.transpose_scale != 1.0:
+            out *= np.float32(self.transpose_scale)
+        return out
+
+
+# Projectors by id of the ODL operator and budget. The weak reference both checks
+# that the id still names the same operator and drops the entry when it is freed.
+_SHARED: dict[tuple[int, float], tuple[weakref.ref, Projector]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def projector(op, memory_budget: float = DEFAULT_MEMORY_BUDGET) -> Projector:
+    """The `Projector` of ``op``, one per operator and memory budget in a process."""
+    key = (id(op), float(memory_budget))
+    with _SHARED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is not None and entry[0]() is op:
+            return entry[1]
+        made = Projector(op, memory_budget)
+
+        def forget(ref, key=key, shared=_SHARED):
+            # No lock: the collector may call this while this thread holds it (and
+            # the dict is bound here: module globals are gone at interpreter exit).
+            if shared.get(key, (None,))[0] is ref:
+                shared.pop(key, None)
+
+        _SHARED[key] = (weakref.ref(op, forget), made)
+        return made
+
+
+def power_norm(normal: Callable[[np.ndarray], np.ndarray], shape, n_iter: int,
+               seed: int = 0) -> float:
+    """``sqrt`` of the largest eigenvalue of ``normal`` (a map ``K^T K``), from below.
+
+    The power method from a seeded Gaussian start, in float32; the estimate
+    converges from below, so callers that need an upper bound add a margin.
+    """
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    x /= np.linalg.norm(x)
+    value = 0.0
+    for _ in range(n_iter):
+        z = normal(x)
+        value = float(np.linalg.norm(z))
+        if value == 0.0:
+            return 0.0
+        x = z / value
+    return math.sqrt(value)
