@@ -37,7 +37,7 @@ def _dot_test(proj: Projector, rng, batch: int | None):
     return x, wx
 
 
-@pytest.mark.parametrize("name", _setup_params())
+@pytest.mark.parametrize("name", list(_setup_params()))
 def test_projector_is_adjoint_on_every_operator_of_every_setup(name, rng):
     setup = operators.get_setup(name)
     for op in {id(setup.operator): setup.operator, id(setup.ray_trafo): setup.ray_trafo}.values():
