@@ -356,3 +356,24 @@ def test_bfloat16_convolutions_keep_weights_and_state_float32_and_close(op):
     flat16 = tf.concat([tf.reshape(g, [-1]) for g in grads16], 0)
     cosine = tf.reduce_sum(flat32 * flat16) / (tf.norm(flat32) * tf.norm(flat16))
     assert float(cosine) > 0.99
+
+
+def test_network_reconstructor_batches_chunks_and_checks_shapes(op):
+    keras.utils.set_random_seed(1)
+    model = networks.LearnedPrimal(op, setup="ellipses_small", **SMALL)
+    y = np.random.default_rng(2).standard_normal((5, *op.range_shape)).astype(np.float32)
+    whole = networks.NetworkReconstructor(model, "lp", "Learned Primal")
+    chunked = networks.NetworkReconstructor(model, chunk=2)
+    out = whole.reconstruct_batch(y)
+    assert out.shape == (5, *op.domain_shape)
+    np.testing.assert_allclose(chunked.reconstruct_batch(y[..., None]), out, atol=1e-5)
+    np.testing.assert_allclose(whole(y[3]), out[3], atol=1e-5)
+    np.testing.assert_allclose(out, model(y[..., None], training=False).numpy()[..., 0],
+                               atol=1e-5)
+    assert (whole.name, whole.n_parameters) == ("Learned Primal",
+                                                networks.count_parameters(model))
+    assert chunked.name == "LearnedPrimal"
+    with pytest.raises(ValueError, match="expected data of shape"):
+        whole.reconstruct_batch(np.zeros((2, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        networks.NetworkReconstructor(model, chunk=0)

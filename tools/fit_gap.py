@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from types import SimpleNamespace
-
-import numpy as np
 
 from lpd.data import pipelines as datasets
 from lpd.data import real as realdata
 from lpd.evaluation import scoring as evaluation
+from lpd.methods.networks import NetworkReconstructor
 from lpd.physics import operators
 from lpd.training import loop as training
 
@@ -33,9 +31,8 @@ def scores(model, setup, split: str, noise_draws: int, seed: int) -> tuple[int, 
     """Number of samples, mean PSNR and mean SSIM of ``model`` on one split."""
     slices = realdata.real_ct_slices(setup, split)
     data, images = datasets.fixed_set(setup, slices, len(slices) * noise_draws, seed=seed)
-    batched = SimpleNamespace(reconstruct_batch=lambda y: np.asarray(
-        model(np.asarray(y, np.float32)[..., None], training=False))[..., 0])
-    result = evaluation.evaluate(batched, data, images, name=split, timed=False)
+    result = evaluation.evaluate(NetworkReconstructor(model), data, images, name=split,
+                                 timed=False)
     return result.n_samples, result.psnr_mean, result.ssim_mean
 
 

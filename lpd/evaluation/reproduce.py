@@ -276,31 +276,10 @@ def _test_case(setup: operators.Setup, test: str, seed: int):
 # Methods
 # ---------------------------------------------------------------------------
 
-class _Network:
-    """A trained Keras model as a batched reconstructor for `lpd.evaluation.evaluate`."""
+def _network(model, key: str):
+    from lpd.methods.networks import NetworkReconstructor
 
-    def __init__(self, model, key: str, training: str):
-        import tensorflow as tf
-
-        from lpd.methods import networks
-
-        self.model = model
-        self.key = key
-        self.name = METHOD_NAMES[key]
-        self.training = training
-        self.n_parameters = networks.count_parameters(model)
-        range_shape = tuple(model.operator.range_shape)
-        self._predict = tf.function(
-            lambda y: model(y, training=False),
-            input_signature=[tf.TensorSpec((None, *range_shape, 1), tf.float32)])
-
-    @property
-    def params(self) -> dict:
-        return {"model": type(self.model).__name__}
-
-    def reconstruct_batch(self, data: np.ndarray) -> np.ndarray:
-        data = np.asarray(data, dtype=np.float32)[..., None]
-        return self._predict(data).numpy()[..., 0]
+    return NetworkReconstructor(model, key, METHOD_NAMES[key])
 
 
 def _training_text(config, step: int | None) -> str:
@@ -527,7 +506,7 @@ def run(experiment: str, preset: str = "default", out: str | os.PathLike | None 
                                                out, log)
         else:
             model, trained, history = _shipped(settings["weights"], key, log)
-        reconstructors[key] = _Network(model, key, trained)
+        reconstructors[key] = _network(model, key)
         trainings[key] = trained
         if history:
             histories[METHOD_NAMES[key]] = history

@@ -70,6 +70,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lpd import metrics
 from lpd.config import (
     METHODS,
     PRESETS,
@@ -812,30 +813,6 @@ def _summary_image(tag: str, image: np.ndarray, step: int) -> None:
                      metadata=_summary_metadata("images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE))
 
 
-def _psnr(x: np.ndarray, ref: np.ndarray, data_range: float) -> np.ndarray:
-    mse = np.mean((x.astype(np.float64) - ref) ** 2, axis=(1, 2, 3))
-    return 10 * np.log10(data_range**2 / np.maximum(mse, 1e-30))
-
-
-def _ssim(x: np.ndarray, ref: np.ndarray, data_range: float) -> np.ndarray:
-    from skimage.metrics import structural_similarity
-
-    return np.array([structural_similarity(r[..., 0], a[..., 0], data_range=data_range)
-                     for a, r in zip(x, ref, strict=True)])
-
-
-def _predict(predict, data: np.ndarray, chunk: int) -> np.ndarray:
-    out = []
-    for start in range(0, len(data), chunk):
-        part = data[start:start + chunk]
-        n = len(part)
-        if n < chunk:
-            # One traced shape: pad the last chunk rather than trace another.
-            part = np.concatenate([part, np.repeat(part[-1:], chunk - n, axis=0)])
-        out.append(predict(tf.convert_to_tensor(part)).numpy()[:n])
-    return np.concatenate(out)
-
-
 def _format_seconds(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -1025,7 +1002,8 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
 
     history = _read_history(out / "history.jsonl", state["step"])
     val_data, val_images = _validation_set(config, setup, validation)
-    predict = tf.function(lambda y: model(y, training=False))
+    # Validation in chunks of the batch size: one traced shape, as in training.
+    reconstruct = networks.NetworkReconstructor(model, chunk=max(1, config.batch_size))
     train_step = make_train_step(model, optimizer, config.batch_size,
                                  config.clip_global_norm, strategy)
     writer = tf.summary.create_file_writer(str(out / "tensorboard"))
@@ -1036,9 +1014,10 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
         f"writing to {out}")
 
     def validate(step: int) -> dict:
-        recon = _predict(predict, val_data, max(1, config.batch_size))
-        psnr = _psnr(recon, val_images, config.psnr_data_range)
-        ssim = _ssim(recon, val_images, config.psnr_data_range)
+        recon = reconstruct.reconstruct_batch(val_data)[..., None]
+        pairs = list(zip(val_images[..., 0], recon[..., 0], strict=True))
+        psnr = [metrics.psnr(t, r, config.psnr_data_range) for t, r in pairs]
+        ssim = [metrics.ssim(t, r, config.psnr_data_range) for t, r in pairs]
         record = {"step": step, "psnr": float(np.mean(psnr)), "psnr_std": float(np.std(psnr)),
                   "ssim": float(np.mean(ssim)), "learning_rate": float(schedule(step)),
                   "time": time.time()}
