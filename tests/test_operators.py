@@ -135,3 +135,18 @@ def test_constant_weighting_rejects_product_spaces():
     space = operators.image_space(operators.SETUPS["ellipses_small"])
     with pytest.raises(TypeError, match="constant weighting"):
         operators.constant_weighting(odl.ProductSpace(space, 2))
+
+
+def test_one_coercion_of_a_setup_for_every_module():
+    setup = operators.get_setup("ellipses_small")
+    assert operators.as_setup("ellipses_small") is setup
+    assert operators.as_setup(setup) is setup
+    assert operators.as_setup(setup.config) is operators.get_setup(setup.config)
+    assert operators.as_config("ellipses_small") is operators.SETUPS["ellipses_small"]
+    assert operators.as_config(setup) is setup.config
+    with pytest.raises(ValueError, match="unknown set-up 'nope'; known: ellipses"):
+        operators.as_config("nope")
+    with pytest.raises(TypeError, match="expected a set-up"):
+        operators.as_setup(42)
+    with pytest.raises(TypeError, match="expected a set-up"):
+        operators.as_config(3.5)

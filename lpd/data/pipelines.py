@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lpd.config import AUGMENTATIONS, NoiseConfig, ProblemConfig
+from lpd.config import AUGMENTATIONS, NoiseConfig
 from lpd.data import phantoms
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -287,14 +287,10 @@ def forward_project(op, images, memory_budget: float = _MATRIX_BUDGET) -> np.nda
     return projector(op, memory_budget).forward(images)
 
 
-def _as_setup(setup):
-    from lpd.physics import operators
+def _as_setup(setup) -> Setup:
+    from lpd.physics import operators  # imported on use: ODL is slow to import
 
-    if isinstance(setup, str | ProblemConfig):
-        return operators.get_setup(setup)
-    if not hasattr(setup, "operator") or not hasattr(setup, "ray_trafo"):
-        raise TypeError(f"expected a set-up (lpd.operators.Setup) or its name, got {setup!r}")
-    return setup
+    return operators.as_setup(setup)
 
 
 def simulate(setup: Setup | str, images, rng: np.random.Generator | Sequence[np.random.Generator],

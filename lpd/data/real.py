@@ -100,11 +100,7 @@ def _grid_of(grid) -> tuple[tuple[int, int], tuple[float, float], tuple[float, f
     if isinstance(grid, str):
         from lpd.physics import operators
 
-        try:
-            grid = operators.SETUPS[grid]
-        except KeyError:
-            raise ValueError(f"unknown set-up {grid!r}; known: "
-                             f"{', '.join(operators.SETUPS)}") from None
+        grid = operators.as_config(grid)
     config = getattr(grid, "config", grid)
     if isinstance(config, ProblemConfig):
         return tuple(config.shape), tuple(config.min_pt), tuple(config.max_pt)

@@ -67,7 +67,6 @@ from typing import Any
 import numpy as np
 
 from lpd import metrics
-from lpd.config import ProblemConfig
 from lpd.io import atomic_write
 from lpd.physics import operators
 from lpd.physics.projector import power_norm, projector
@@ -104,14 +103,6 @@ def _filter_name(filter_type: str) -> str:
         if str(filter_type).lower() == name.lower():
             return name
     raise ValueError(f"unknown FBP filter {filter_type!r}; choose one of {', '.join(FILTERS)}")
-
-
-def _as_setup(setup) -> operators.Setup:
-    if isinstance(setup, str | ProblemConfig):
-        return operators.get_setup(setup)
-    if not isinstance(setup, operators.Setup):
-        raise TypeError(f"expected a set-up (lpd.operators.Setup) or its name, got {setup!r}")
-    return setup
 
 
 # ---------------------------------------------------------------------------
@@ -244,7 +235,7 @@ class Reconstructor(abc.ABC):
     name: str = ""
 
     def __init__(self, setup, *, post_log: bool = False):
-        self.setup = _as_setup(setup)
+        self.setup = operators.as_setup(setup)
         self.noise = self.setup.config.noise
         if post_log and self.noise.kind != "poisson":
             raise ValueError("post_log applies to set-ups with Poisson (pre-log) noise only")
@@ -841,7 +832,7 @@ class ClassicalParams:
 
         ``setup`` defaults to the named set-up; pass a built one to reuse it.
         """
-        setup = _as_setup(self.setup if setup is None else setup)
+        setup = operators.as_setup(self.setup if setup is None else setup)
         return {
             "fbp": FBPReconstructor(setup, self.fbp_filter, self.fbp_frequency_scaling),
             "tv": TVReconstructor(setup, self.tv_weight, self.tv_n_iter, self.tv_nonneg,

@@ -44,6 +44,8 @@ del _print_options
 
 __all__ = [
     "SETUPS",
+    "as_config",
+    "as_setup",
     "Setup",
     "MatrixUnavailableError",
     "get_setup",
@@ -261,6 +263,42 @@ def _build_setup(config: ProblemConfig, impl: str | None) -> Setup:
         operator = (1.0 / _cached_norm(config, ray_trafo.impl)) * ray_trafo
     return Setup(config=config, space=space, geometry=geometry, ray_trafo=ray_trafo,
                  operator=operator)
+
+
+def as_config(setup) -> ProblemConfig:
+    """The `ProblemConfig` of a set-up, a set-up name or a configuration (nothing is built).
+
+    Raises
+    ------
+    ValueError
+        For a name that is not in `SETUPS` (the message lists them).
+    TypeError
+        For anything else.
+    """
+    if isinstance(setup, str):
+        try:
+            return SETUPS[setup]
+        except KeyError:
+            raise ValueError(f"unknown set-up {setup!r}; known: {', '.join(SETUPS)}") from None
+    config = getattr(setup, "config", setup)
+    if not isinstance(config, ProblemConfig):
+        raise TypeError(f"expected a set-up (lpd.operators.Setup), its name or a ProblemConfig, "
+                        f"got {setup!r}")
+    return config
+
+
+def as_setup(setup) -> Setup:
+    """A built set-up from a set-up, a set-up name or a `ProblemConfig` (`get_setup`).
+
+    Every function of lpd that takes "a set-up" accepts these three through this
+    one function. An object with the attributes of a `Setup` (``config``,
+    ``operator``, ``ray_trafo``, ...) is taken as it is.
+    """
+    if isinstance(setup, str | ProblemConfig):
+        return get_setup(setup)
+    if not all(hasattr(setup, name) for name in ("config", "operator", "ray_trafo")):
+        raise TypeError(f"expected a set-up (lpd.operators.Setup) or its name, got {setup!r}")
+    return setup
 
 
 def get_setup(name: str | ProblemConfig, impl: str | None = None) -> Setup:

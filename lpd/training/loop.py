@@ -82,6 +82,7 @@ from lpd.config import (
 )
 from lpd.io import atomic_write, fsync_dir
 from lpd.methods import networks, registry
+from lpd.physics import operators
 
 __all__ = [
     "PRESETS",
@@ -227,12 +228,6 @@ def _is_poisson(setup: str | ProblemConfig) -> bool:
     return setup in SETUPS and SETUPS[setup].noise.kind == "poisson"
 
 
-def _setup_of(setup: str | ProblemConfig):
-    from lpd.physics import operators
-
-    return operators.get_setup(setup)
-
-
 def _prelog_mu(network: NetworkConfig, problem: ProblemConfig, post_log: bool) -> float | None:
     if network.data_model == "linear":
         return None
@@ -269,7 +264,7 @@ def build_model(network: NetworkConfig, setup: str | ProblemConfig = "ellipses",
     keras.Model
         Built (all weights created), mapping data to images.
     """
-    problem = _setup_of(setup)
+    problem = operators.as_setup(setup)
     if operator is None:
         from lpd.physics.bridge import as_tf_operator
 
@@ -959,7 +954,7 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    setup = _setup_of(config.setup)
+    setup = operators.as_setup(config.setup)
     strategy = strategy or _strategy(config.distribute)
     with strategy.scope():
         model = build_model(config.network, config.setup, backend=config.operator_backend,
