@@ -30,9 +30,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import lpd  # noqa: E402
+from lpd import training  # noqa: E402
 from lpd.config import NetworkConfig  # noqa: E402
 from lpd.physics import operators
-from lpd.training import loop as training  # noqa: E402
 
 MODELS = ("lpd", "lp", "lgd", "unet")
 

@@ -55,7 +55,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lpd.training import loop as training
+    from lpd import training
 
     overrides = {}
     for field in ("steps", "batch_size", "seed", "learning_rate", "init_from", "augment",

@@ -35,7 +35,7 @@ def test_every_classical_builder_is_a_reconstructor():
 
 def test_every_learned_builder_builds_from_its_network_config():
     pytest.importorskip("tensorflow")
-    from lpd.training import loop as training
+    from lpd import training
 
     for key in registry.learned_keys():
         network = training.make_config(key, "ellipses_small", "tiny").network

@@ -13,12 +13,11 @@ import json
 import numpy as np
 import pytest
 
-from lpd import cli
+from lpd import cli, training
 from lpd import config as lpd_config
 from lpd.evaluation import reproduce
 from lpd.methods import classical
 from lpd.physics import operators
-from lpd.training import loop as training
 
 
 @pytest.fixture()

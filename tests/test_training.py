@@ -24,8 +24,8 @@ tf = pytest.importorskip("tensorflow")
 
 import lpd  # noqa: E402
 from lpd import config as lpd_config  # noqa: E402
+from lpd import training  # noqa: E402
 from lpd.physics import operators  # noqa: E402
-from lpd.training import loop as training  # noqa: E402
 
 SETUP = "ellipses_small"
 
@@ -349,7 +349,7 @@ import json, os, sys, tempfile
 sys.path.insert(0, "tests")
 import numpy as np
 from test_training import _config, _quiet, _stream
-from lpd.training import loop as training
+from lpd import training
 out = tempfile.mkdtemp()
 """
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lpd import training
 from lpd.data import pipelines as datasets
 from lpd.data import real as realdata
 from lpd.evaluation import scoring as evaluation
 from lpd.methods.networks import NetworkReconstructor
 from lpd.physics import operators
-from lpd.training import loop as training
 
 SPLITS = ("train", "validation", "test")
 

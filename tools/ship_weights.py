@@ -17,9 +17,9 @@ import json
 import sys
 from pathlib import Path
 
+from lpd import training
 from lpd.data import real as realdata
 from lpd.io import atomic_write
-from lpd.training import loop as training
 
 _BEGIN, _END = "<!-- table: begin -->", "<!-- table: end -->"
 

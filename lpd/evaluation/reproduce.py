@@ -293,16 +293,17 @@ def _training_text(config, step: int | None) -> str:
 
 
 def _shipped(weights: str, key: str, log: Callable[[str], Any]):
-    from lpd.training import loop as training
+    from lpd import training
 
     name = f"{weights}/{key}"
+    root = training.default_weights_dir()
     try:
-        model = training.load_pretrained(name)
+        model = training.load_pretrained(name, root)
     except training.WeightsError as err:
         raise training.WeightsError(
             f"{err}\nNo weights {name!r} are shipped for this preset: add --train to train "
             "them here, or leave the method out with --methods") from None
-    directory = training.default_weights_dir() / name
+    directory = root / name
     manifest = json.loads((directory / "manifest.json").read_text())
     config = from_json((directory / "config.json").read_text())
     log(f"  {key}: shipped weights {directory} ({_training_text(config, manifest.get('step'))})")
@@ -310,7 +311,7 @@ def _shipped(weights: str, key: str, log: Callable[[str], Any]):
 
 
 def _trained(setup_name: str, key: str, spec: dict, out: Path, log: Callable[[str], Any]):
-    from lpd.training import loop as training
+    from lpd import training
 
     unknown = set(spec) - {"preset", "schedules"}
     if unknown:

@@ -1,23 +1,34 @@
-"""Training of the learned methods: the loop, checkpoints and shipped weights.
+"""Training of the learned methods: configurations, the loop, checkpoints, shipped weights.
 
-The public names are those of `lpd.training.loop`: `make_config`, `train`,
-`build_model`, `load_checkpoint`, `export_weights`, `load_pretrained`, ...
+- `lpd.training.factory`: `make_config` (presets, methods, overrides) and
+  `build_model` (the network a configuration describes).
+- `lpd.training.loop`: `train`, the resumable loop, and `make_train_step`.
+- `lpd.training.checkpoints`: checkpoints of a run on disk, `load_checkpoint`.
+- `lpd.training.weights`: `export_weights`, `load_pretrained`, fine-tuning sources.
+- `lpd.training.summaries`: TensorBoard scalars and images.
+
+The public names of these modules are available here.
 """
 
-from lpd.training.loop import (  # noqa: F401
-    METHODS,
-    PRESETS,
-    NonFiniteLossError,
-    TrainResult,
-    WeightsError,
-    __all__,  # noqa: F401
-    build_model,
-    default_weights_dir,
-    export_weights,
-    load_checkpoint,
-    load_pretrained,
-    make_config,
-    make_train_step,
-    saved_config,
-    train,
-)
+from lpd.config import METHODS, PRESETS
+from lpd.training.checkpoints import WeightsError, load_checkpoint, saved_config
+from lpd.training.factory import build_model, make_config
+from lpd.training.loop import NonFiniteLossError, TrainResult, make_train_step, train
+from lpd.training.weights import default_weights_dir, export_weights, load_pretrained
+
+__all__ = [
+    "PRESETS",
+    "METHODS",
+    "TrainResult",
+    "NonFiniteLossError",
+    "WeightsError",
+    "make_config",
+    "build_model",
+    "train",
+    "load_checkpoint",
+    "export_weights",
+    "load_pretrained",
+    "saved_config",
+    "make_train_step",
+    "default_weights_dir",
+]

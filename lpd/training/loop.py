@@ -61,7 +61,6 @@ import shutil
 import signal
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -72,34 +71,24 @@ import tensorflow as tf
 
 from lpd import metrics
 from lpd.config import (
-    METHODS,
-    PRESETS,
-    NetworkConfig,
-    ProblemConfig,
     TrainingConfig,
-    from_json,
     to_json,
 )
-from lpd.io import atomic_write, fsync_dir
-from lpd.methods import networks, registry
+from lpd.methods import networks
 from lpd.physics import operators
+from lpd.training import summaries
+from lpd.training.checkpoints import (
+    Checkpoints,
+    WeightsError,
+    assign,
+    checkpoint_name,
+    read_config,
+    write_text,
+)
+from lpd.training.factory import build_model
+from lpd.training.weights import init_source
 
-__all__ = [
-    "PRESETS",
-    "METHODS",
-    "TrainResult",
-    "NonFiniteLossError",
-    "WeightsError",
-    "make_config",
-    "build_model",
-    "train",
-    "load_checkpoint",
-    "export_weights",
-    "load_pretrained",
-    "saved_config",
-    "make_train_step",
-    "default_weights_dir",
-]
+__all__ = ["TrainResult", "NonFiniteLossError", "train", "make_train_step"]
 
 # Fields that may differ between a run and its resumption: they change what is
 # logged or kept, not the weights.
@@ -126,12 +115,6 @@ class NonFiniteLossError(RuntimeError):
         super().__init__(message)
         self.step = step
         self.checkpoint = checkpoint
-
-
-class WeightsError(RuntimeError):
-    """Saved weights are missing, corrupt, or do not fit the model."""
-
-    user_facing = True  # the CLI prints the message instead of a traceback
 
 
 @dataclasses.dataclass
@@ -170,462 +153,6 @@ class TrainResult:
         return (f"TrainResult(status={self.status!r}, step={self.step}, "
                 f"best_psnr={best}, checkpoint={str(self.checkpoint)!r}, "
                 f"best_checkpoint={str(self.best_checkpoint)!r})")
-
-
-# ---------------------------------------------------------------------------
-# Configurations and models
-# ---------------------------------------------------------------------------
-
-def make_config(method: str = "lpd", setup: str | ProblemConfig | None = None,
-                preset: str = "quick", **overrides) -> TrainingConfig:
-    """A `TrainingConfig` from a preset, a method and overrides.
-
-    Parameters
-    ----------
-    method : {"lpd", "lp", "lgd", "unet"}
-    setup : str or ProblemConfig, optional
-        The problem; the preset's (``"ellipses"`` unless the preset says
-        otherwise) by default.
-    preset : {"paper", "quick", "cpu", "tiny"}
-        A key of `PRESETS`.
-    **overrides
-        Fields of `TrainingConfig` (e.g. ``steps=500, batch_size=2, seed=3``);
-        ``network`` may be a dict of `NetworkConfig` fields.
-
-    Examples
-    --------
-    >>> config = make_config("lpd", "ellipses", "paper")
-    >>> config.steps, config.batch_size, config.network.n_iter
-    (100001, 5, 10)
-    """
-    if method not in METHODS:
-        raise registry.unknown_method(method, METHODS)
-    try:
-        preset_fields = dict(PRESETS[preset])
-    except KeyError:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}") from None
-    network = {"method": method, **preset_fields.pop("network", {}).get(method, {})}
-    extra = overrides.pop("network", None) or {}
-    if isinstance(extra, NetworkConfig):
-        extra = {f.name: getattr(extra, f.name) for f in dataclasses.fields(extra)}
-    network.update(extra)
-    if network["method"] != method:
-        raise ValueError(f"network method {network['method']!r} contradicts method {method!r}")
-    fields = {**preset_fields, **overrides}
-    if setup is not None:
-        fields["setup"] = setup
-    if "images" not in overrides and _is_poisson(fields.get("setup", "ellipses")):
-        # The human-CT set-ups train on real slices, not on ellipses.
-        fields["images"] = "real_ct"
-    return TrainingConfig(network=NetworkConfig(**network), **fields)
-
-
-def _is_poisson(setup: str | ProblemConfig) -> bool:
-    if isinstance(setup, ProblemConfig):
-        return setup.noise.kind == "poisson"
-    from lpd.physics.operators import SETUPS
-
-    return setup in SETUPS and SETUPS[setup].noise.kind == "poisson"
-
-
-def _prelog_mu(network: NetworkConfig, problem: ProblemConfig, post_log: bool) -> float | None:
-    if network.data_model == "linear":
-        return None
-    poisson = problem.noise.kind == "poisson"
-    if network.data_model == "prelog":
-        if not poisson:
-            raise ValueError(f"data_model='prelog' needs a Poisson set-up, not {problem.name!r}")
-        if post_log:
-            raise ValueError("data_model='prelog' contradicts post_log=True")
-        return problem.noise.mu
-    return problem.noise.mu if poisson and not post_log else None
-
-
-def build_model(network: NetworkConfig, setup: str | ProblemConfig = "ellipses", *,
-                operator=None, backend: str = "auto", post_log: bool = False) -> keras.Model:
-    """Build the model a `NetworkConfig` describes, for a set-up.
-
-    Parameters
-    ----------
-    network : NetworkConfig
-    setup : str or ProblemConfig
-        The problem; stored in the model's config so that it can be reloaded.
-    operator : TFOperator, optional
-        The forward operator; by default the set-up's (``A / ||A||`` for the
-        ellipses, ``A`` for the human set-ups) through `lpd.as_tf_operator`.
-    backend : {"auto", "matrix", "odl"}
-        Back-end of the bridge when the operator is built here.
-    post_log : bool
-        Whether the data will be post-log (decides the data model of Poisson
-        set-ups with ``data_model="auto"``).
-
-    Returns
-    -------
-    keras.Model
-        Built (all weights created), mapping data to images.
-    """
-    problem = operators.as_setup(setup)
-    if operator is None:
-        from lpd.physics.bridge import as_tf_operator
-
-        operator = as_tf_operator(problem.operator, backend=backend)
-    mu = _prelog_mu(network, problem.config, post_log)
-    common = {"setup": setup, "operator_backend": backend, "prelog_mu": mu}
-    fbp = {"fbp_filter": network.fbp_filter,
-           "fbp_frequency_scaling": network.fbp_frequency_scaling}
-    return registry.get(network.method).load().from_network(network, operator, **fbp,
-                                                            **common)
-
-
-# ---------------------------------------------------------------------------
-# Weights and checkpoints on disk
-# ---------------------------------------------------------------------------
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, text, overwrite=True)
-
-
-def _save_arrays(path: Path, variables) -> None:
-    arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
-    arrays["names"] = np.array([v.path for v in variables])
-    atomic_write(path, lambda f: np.savez(f, **arrays), overwrite=True)
-
-
-def _load_arrays(path: Path) -> tuple[list[str], list[np.ndarray]]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            names = [str(n) for n in data["names"]]
-            values = [data[f"v{i:05d}"] for i in range(len(names))]
-    except FileNotFoundError:
-        raise WeightsError(f"weights file {path} is missing") from None
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as err:
-        raise WeightsError(f"weights file {path} is corrupt or not an lpd weights file: "
-                           f"{err}") from err
-    return names, values
-
-
-def _assign(variables, path: Path, what: str) -> None:
-    names, values = _load_arrays(path)
-    if len(values) != len(variables):
-        raise WeightsError(f"{path} holds {len(values)} {what} variables, the model has "
-                           f"{len(variables)}: it was saved from another architecture")
-    for variable, name, value in zip(variables, names, values, strict=True):
-        if tuple(variable.shape) != value.shape:
-            raise WeightsError(f"{path}: {what} variable {name} has shape {value.shape}, the "
-                               f"model's {variable.path} has {tuple(variable.shape)}")
-        if not np.all(np.isfinite(value)):
-            raise WeightsError(f"{path}: {what} variable {name} holds NaN or infinite values")
-    for variable, value in zip(variables, values, strict=True):
-        variable.assign(value)
-
-
-def _checkpoint_name(step: int) -> str:
-    return f"step-{step:08d}"
-
-
-class _Checkpoints:
-    """The checkpoint directory of a run: atomic writes, an index, retention."""
-
-    def __init__(self, root: Path, keep: int):
-        self.root = root
-        self.keep = keep
-        self.index_path = root / "index.json"
-
-    def index(self) -> dict:
-        if not self.index_path.exists():
-            return {}
-        try:
-            index = json.loads(self.index_path.read_text())
-        except (OSError, ValueError) as err:
-            raise WeightsError(f"checkpoint index {self.index_path} is unreadable: {err}") from err
-        return index
-
-    def latest(self) -> Path | None:
-        name = self.index().get("latest")
-        if name is not None and (self.root / name / "state.json").exists():
-            return self.root / name
-        # An index older than the newest complete checkpoint (a crash between the
-        # rename and the index update): take the newest complete one.
-        complete = sorted(p for p in self.root.glob("step-*") if (p / "state.json").exists())
-        return complete[-1] if complete else None
-
-    def save(self, step: int, model, optimizer, state: dict, config_json: str) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.root / _checkpoint_name(step)
-        if final.exists():
-            # The same step is saved once: a second save (e.g. at exit right
-            # after a periodic one) would hold the same weights.
-            return final
-        tmp = self.root / f".tmp-{final.name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        _save_arrays(tmp / "model.npz", model.weights)
-        _save_arrays(tmp / "optimizer.npz", optimizer.variables)
-        atomic_write(tmp / "config.json", config_json)
-        # state.json last: its presence marks a complete checkpoint.
-        atomic_write(tmp / "state.json", json.dumps(state, indent=2))
-        fsync_dir(tmp)
-        os.replace(tmp, final)
-        fsync_dir(self.root)
-        return final
-
-    def update_index(self, latest: Path, best: Path | None, best_psnr: float,
-                     best_step: int | None) -> None:
-        index = {"latest": latest.name, "best": best.name if best else None,
-                 "best_psnr": best_psnr if math.isfinite(best_psnr) else None,
-                 "best_step": best_step}
-        _atomic_write_text(self.index_path, json.dumps(index, indent=2))
-        self._prune(keep={latest.name, *([best.name] if best else [])})
-
-    def _prune(self, keep: set[str]) -> None:
-        periodic = sorted(p.name for p in self.root.glob("step-*"))
-        keep = keep | set(periodic[-self.keep:])
-        for name in periodic:
-            if name not in keep:
-                shutil.rmtree(self.root / name, ignore_errors=True)
-        for tmp in self.root.glob(".tmp-*"):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def saved_config(out_dir: str | os.PathLike, **overrides) -> TrainingConfig:
-    """The configuration saved in a run directory, with ``overrides`` applied.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``out_dir`` holds no ``config.json`` (no run was started there).
-    """
-    path = Path(out_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no training run in {out_dir}: {path} does not exist")
-    return dataclasses.replace(_read_config(path), **overrides)
-
-
-def _read_config(path: Path) -> TrainingConfig:
-    try:
-        config = from_json(path.read_text())
-    except FileNotFoundError:
-        raise WeightsError(f"configuration {path} is missing") from None
-    except (OSError, ValueError, TypeError) as err:
-        raise WeightsError(f"configuration {path} is unreadable: {err}") from err
-    if not isinstance(config, TrainingConfig):
-        raise WeightsError(f"{path} holds a {type(config).__name__}, not a TrainingConfig")
-    return config
-
-
-def _model_from_dir(directory: Path, operator=None) -> keras.Model:
-    config = _read_config(directory / "config.json")
-    model = build_model(config.network, config.setup, operator=operator,
-                        backend=config.operator_backend, post_log=config.post_log)
-    _assign(model.weights, directory / "model.npz", "model")
-    return model
-
-
-def load_checkpoint(path: str | os.PathLike, which: str = "best", *,
-                    operator=None) -> keras.Model:
-    """Load a model from a training run or from one of its checkpoints.
-
-    Parameters
-    ----------
-    path : path
-        A run's output directory, or a checkpoint directory in it.
-    which : {"best", "latest"}
-        For a run directory: the best checkpoint by validation PSNR, or the last.
-    operator : TFOperator, optional
-        The forward operator; rebuilt from the run's set-up by default.
-
-    Raises
-    ------
-    WeightsError
-        If no checkpoint is found or its files are corrupt.
-    """
-    return _model_from_dir(_weights_dir(Path(path), which), operator)
-
-
-def _weights_dir(path: Path, which: str = "best") -> Path:
-    """The directory holding ``model.npz``: ``path`` itself, or a run's checkpoint."""
-    if which not in ("best", "latest"):
-        raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
-    if (path / "model.npz").exists():
-        return path
-    checkpoints = _Checkpoints(path / "checkpoints", keep=1)
-    name = checkpoints.index().get("best") if which == "best" else None
-    directory = checkpoints.root / name if name else checkpoints.latest()
-    if directory is None or not directory.exists():
-        raise WeightsError(f"no weights (model.npz) and no checkpoint found in {path}")
-    return directory
-
-
-def default_weights_dir() -> Path:
-    """The ``data/weights`` directory beside the package (where shipped weights live)."""
-    return Path(__file__).resolve().parents[2] / "data" / "weights"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def export_weights(run_dir: str | os.PathLike, dest: str | os.PathLike,
-                   which: str = "best", *, command: str | None = None,
-                   log: str | os.PathLike | None = None) -> Path:
-    """Export a checkpoint as shippable pretrained weights.
-
-    Writes ``config.json``, ``model.npz`` (weights only, no optimiser state) and
-    ``manifest.json`` (SHA-256 of the weights, step, validation PSNR, the
-    training command) into ``dest``, the layout `load_pretrained` reads, with
-    the run's ``history.jsonl`` and, if given, its console log as ``train.log``:
-    what a user needs to see how the shipped model was made.
-
-    Parameters
-    ----------
-    run_dir : path
-        A training run's output directory (or a checkpoint directory).
-    dest : path
-        Target directory, e.g. ``data/weights/ellipses/lpd``.
-    which : {"best", "latest"}
-    command : str, optional
-        The command that trained the run, recorded in the manifest.
-    log : path, optional
-        The run's console output, copied to ``dest/train.log``.
-    """
-    run_dir, dest = Path(run_dir), Path(dest)
-    source = _weights_dir(run_dir, which)
-    # Load once to check that the files are sound before shipping them.
-    _model_from_dir(source)
-    state = json.loads((source / "state.json").read_text())
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "model.npz"):
-        atomic_write(dest / name, (source / name).read_bytes(), overwrite=True)
-    if (run_dir / "history.jsonl").exists():
-        atomic_write(dest / "history.jsonl", (run_dir / "history.jsonl").read_bytes(),
-                     overwrite=True)
-    if log is not None:
-        atomic_write(dest / "train.log", Path(log).read_bytes(), overwrite=True)
-    manifest = {"sha256": _sha256(dest / "model.npz"), "step": state.get("step"),
-                "validation": state.get("validation"),
-                "training_seconds": state.get("training_seconds"),
-                "command": command}
-    if state.get("init") is not None:
-        manifest["init_from"] = state["init"]
-    manifest["precision"] = state.get("precision", "float32")
-    _atomic_write_text(dest / "manifest.json", json.dumps(manifest, indent=2))
-    return dest
-
-
-def load_pretrained(name: str, weights_dir: str | os.PathLike | None = None, *,
-                    operator=None, precision: str = "auto") -> keras.Model:
-    """A ready model from pretrained weights shipped with lpd.
-
-    Parameters
-    ----------
-    name : str
-        ``"<set-up>/<method>"``, e.g. ``"ellipses/lpd"``: the directory
-        ``<weights_dir>/<name>`` written by `export_weights`.
-    weights_dir : path, optional
-        Where the weights are; `default_weights_dir` (``data/weights`` in the
-        source tree) by default.
-    operator : TFOperator, optional
-        The forward operator; rebuilt from the stored set-up by default.
-    precision : {"auto", "float32", "bfloat16"}
-        What the convolutions compute in (`lpd.networks.set_precision`); the
-        weights are float32 and load under either.
-
-    Returns
-    -------
-    keras.Model
-
-    Raises
-    ------
-    WeightsError
-        If the weights are missing (the message lists the available ones),
-        corrupt (checksum or file format), or do not fit the model.
-
-    Examples
-    --------
-    >>> model = lpd.load_pretrained("ellipses/lpd")   # doctest: +SKIP
-    >>> image = model(data)                           # doctest: +SKIP
-    """
-    root = Path(weights_dir) if weights_dir is not None else default_weights_dir()
-    directory = root / name
-    if not (directory / "model.npz").exists():
-        available = _weights_names(root)
-        raise WeightsError(
-            f"no pretrained weights {name!r} in {root} (looked for {directory / 'model.npz'}); "
-            f"available: {', '.join(available) or 'none'}. Train them with `lpd train` and "
-            "ship them with lpd.training.export_weights"
-        )
-    _check_manifest(directory)
-    model = _model_from_dir(directory, operator)
-    networks.set_precision(model, precision)
-    return model
-
-
-def _weights_names(root: Path) -> list[str]:
-    """The names (``"<set-up>/<method>"``) of the weights under ``root``."""
-    if not root.exists():
-        return []
-    return sorted(str(p.parent.relative_to(root)) for p in root.glob("**/model.npz"))
-
-
-def _check_manifest(directory: Path) -> str:
-    """SHA-256 of ``directory/model.npz``, checked against its manifest if it has one."""
-    actual = _sha256(directory / "model.npz")
-    manifest_path = directory / "manifest.json"
-    if manifest_path.exists():
-        try:
-            expected = json.loads(manifest_path.read_text())["sha256"]
-        except (OSError, ValueError, KeyError) as err:
-            raise WeightsError(f"manifest {manifest_path} is unreadable: {err}") from err
-        if actual != expected:
-            raise WeightsError(
-                f"{directory / 'model.npz'} is corrupt: SHA-256 {actual[:12]}... differs from "
-                f"the manifest's {expected[:12]}... (re-download or re-export the weights)"
-            )
-    return actual
-
-
-def _init_source(config: TrainingConfig) -> tuple[Path, dict]:
-    """Resolve ``config.init_from`` to a weights directory and describe it.
-
-    A path that exists wins; otherwise the name of shipped weights. The
-    network saved with the weights must equal the run's.
-    """
-    spec = config.init_from
-    path = Path(spec).expanduser()
-    if not path.exists():
-        shipped = default_weights_dir() / spec
-        if not (shipped / "model.npz").exists():
-            available = _weights_names(default_weights_dir())
-            raise WeightsError(
-                f"init_from {spec!r}: no such directory, and no shipped weights of that "
-                f"name (shipped: {', '.join(available) or 'none'})")
-        path = shipped
-    directory = _weights_dir(path)
-    sha256 = _check_manifest(directory)
-    source = _read_config(directory / "config.json")
-    if source.network != config.network:
-        differ = [f.name for f in dataclasses.fields(NetworkConfig)
-                  if getattr(source.network, f.name) != getattr(config.network, f.name)]
-        raise WeightsError(
-            f"init_from {spec!r}: those weights belong to another network (it differs in "
-            f"{', '.join(differ)}); fine-tuning needs the same method and sizes")
-    state_path = directory / "state.json"
-    manifest_path = directory / "manifest.json"
-    step = None
-    for meta in (state_path, manifest_path):
-        if meta.exists():
-            try:
-                step = json.loads(meta.read_text()).get("step")
-            except (OSError, ValueError) as err:
-                raise WeightsError(f"{meta} is unreadable: {err}") from err
-            break
-    setup = source.setup if isinstance(source.setup, str) else source.setup.name
-    return directory, {"source": str(directory), "sha256": sha256, "step": step,
-                       "setup": setup}
 
 
 # ---------------------------------------------------------------------------
@@ -777,37 +304,6 @@ def _distribute(strategy, data, images):
     return strategy.experimental_distribute_values_from_function(slices)
 
 
-def _summary_metadata(plugin: str, data_class: int) -> bytes:
-    from tensorflow.core.framework import summary_pb2
-
-    metadata = summary_pb2.SummaryMetadata(data_class=data_class)
-    metadata.plugin_data.plugin_name = plugin
-    return metadata.SerializeToString()
-
-
-def _summary_scalar(tag: str, value: float, step: int) -> None:
-    """A TensorBoard scalar, written without the ``tensorboard`` package.
-
-    ``tf.summary.scalar`` needs ``tensorboard`` installed, which TensorFlow
-    does not depend on; the event format itself is TensorFlow's, so the loop
-    writes the summary with the metadata TensorBoard's scalar plugin reads.
-    """
-    from tensorflow.core.framework import summary_pb2
-
-    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step,
-                     metadata=_summary_metadata("scalars", summary_pb2.DATA_CLASS_SCALAR))
-
-
-def _summary_image(tag: str, image: np.ndarray, step: int) -> None:
-    """A TensorBoard image (``image``: HxWx1 in [0, 1]) in the image plugin's format."""
-    from tensorflow.core.framework import summary_pb2
-
-    png = tf.image.encode_png(tf.cast(np.round(np.clip(image, 0, 1) * 255), tf.uint8))
-    tensor = tf.stack([tf.as_string(image.shape[1]), tf.as_string(image.shape[0]), png])
-    tf.summary.write(tag, tensor, step=step,
-                     metadata=_summary_metadata("images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE))
-
-
 def _format_seconds(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -821,7 +317,7 @@ def _prepare_out_dir(out: Path, config: TrainingConfig | None, resume: bool,
                      force: bool, log) -> TrainingConfig:
     saved_path = out / "config.json"
     if resume and saved_path.exists():
-        saved = _read_config(saved_path)
+        saved = read_config(saved_path)
         if config is None:
             return saved
         differ = [f.name for f in dataclasses.fields(TrainingConfig)
@@ -933,7 +429,7 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
     if config is not None and config.init_from is not None and not resume:
         # Checked before anything is deleted or written: a bad source leaves no
         # trace, and --force cannot delete the weights it is asked to start from.
-        init_dir, init = _init_source(config)
+        init_dir, init = init_source(config)
         source = init_dir.resolve()
         if out.resolve() in (source, *source.parents):
             raise ValueError(f"init_from {config.init_from!r} lies inside the output directory "
@@ -942,13 +438,13 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
         _refuse_augment_with_data(config, data)  # before --force deletes anything
     config = _prepare_out_dir(out, config, resume, force, log)
     _refuse_augment_with_data(config, data)  # the saved configuration of a resumed run
-    checkpoints = _Checkpoints(out / "checkpoints", config.keep_checkpoints)
+    checkpoints = Checkpoints(out / "checkpoints", config.keep_checkpoints)
     latest = checkpoints.latest() if resume else None
     if config.init_from is not None and latest is None and init is None:
-        init_dir, init = _init_source(config)  # a resumed run that had no checkpoint yet
+        init_dir, init = init_source(config)  # a resumed run that had no checkpoint yet
     out.mkdir(parents=True, exist_ok=True)
     config_json = to_json(config)
-    _atomic_write_text(out / "config.json", config_json)
+    write_text(out / "config.json", config_json)
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -970,8 +466,8 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
              "best_step": None, "training_seconds": 0.0, "init": None,
              "precision": precision}
     if latest is not None:
-        _assign(model.weights, latest / "model.npz", "model")
-        _assign(optimizer.variables, latest / "optimizer.npz", "optimizer")
+        assign(model.weights, latest / "model.npz", "model")
+        assign(optimizer.variables, latest / "optimizer.npz", "optimizer")
         saved_state = json.loads((latest / "state.json").read_text())
         state.update({k: saved_state[k] for k in state if k in saved_state})
         if state["best_psnr"] is None:
@@ -989,7 +485,7 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
     elif resume:
         log(f"no checkpoint in {out}: starting a fresh run")
     if init is not None:
-        _assign(model.weights, init_dir / "model.npz", "model")
+        assign(model.weights, init_dir / "model.npz", "model")
         state["init"] = init
         step_text = f"step {init['step']}" if init["step"] is not None else "unknown step"
         log(f"initialised from {init['source']} ({step_text} on {init['setup']}, "
@@ -1017,12 +513,12 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
                   "ssim": float(np.mean(ssim)), "learning_rate": float(schedule(step)),
                   "time": time.time()}
         with writer.as_default():
-            _summary_scalar("validation/psnr", record["psnr"], step)
-            _summary_scalar("validation/ssim", record["ssim"], step)
+            summaries.scalar("validation/psnr", record["psnr"], step)
+            summaries.scalar("validation/ssim", record["ssim"], step)
             scale = 1.0 / config.psnr_data_range
-            _summary_image("validation/reconstruction", recon[0] * scale, step)
-            _summary_image("validation/truth", val_images[0] * scale, step)
-            _summary_image("validation/abs_error", np.abs(recon[0] - val_images[0]) * scale,
+            summaries.image("validation/reconstruction", recon[0] * scale, step)
+            summaries.image("validation/truth", val_images[0] * scale, step)
+            summaries.image("validation/abs_error", np.abs(recon[0] - val_images[0]) * scale,
                            step)
         history.append(record)
         with open(out / "history.jsonl", "a") as f:
@@ -1034,7 +530,7 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
         improved = record is not None and record["psnr"] > state["best_psnr"]
         if improved:
             state.update(best_psnr=record["psnr"], best_step=step,
-                         best=_checkpoint_name(step))
+                         best=checkpoint_name(step))
         snapshot = dict(state, validation=record, config_hash=_sha_text(config_json))
         if not math.isfinite(snapshot["best_psnr"]):
             snapshot["best_psnr"] = None  # JSON has no infinities
@@ -1105,10 +601,10 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
                     tick_time, tick_step = now, step
                     lr = float(schedule(step))
                     with writer.as_default():
-                        _summary_scalar("train/loss", loss, step)
-                        _summary_scalar("train/grad_norm", norm, step)
-                        _summary_scalar("train/learning_rate", lr, step)
-                        _summary_scalar("train/steps_per_second", rate, step)
+                        summaries.scalar("train/loss", loss, step)
+                        summaries.scalar("train/grad_norm", norm, step)
+                        summaries.scalar("train/learning_rate", lr, step)
+                        summaries.scalar("train/steps_per_second", rate, step)
                     val = (f"val {last_record['psnr']:.2f} dB (best "
                            f"{max(state['best_psnr'], last_record['psnr']):.2f})"
                            if last_record else "val -")
@@ -1121,7 +617,7 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
         writer.flush()
         writer.close()
 
-    if last_checkpoint is None or last_checkpoint.name != _checkpoint_name(step):
+    if last_checkpoint is None or last_checkpoint.name != checkpoint_name(step):
         last_checkpoint = save(step, None)
     best = checkpoints.root / state["best"] if state["best"] else None
     if status == "completed":
@@ -1151,5 +647,5 @@ def _read_history(path: Path, step: int) -> list:
             continue
         if record.get("step", 0) <= step and "event" not in record:
             kept.append(record)
-    _atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
