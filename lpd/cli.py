@@ -15,10 +15,23 @@ from collections.abc import Sequence
 __all__ = ["main", "build_parser"]
 
 
+def tensorflow_log_level(has_nvidia_driver: bool) -> str:
+    """The C++ log level of TensorFlow for the ``lpd`` command, unless the user set one.
+
+    TensorFlow logs an INFO line about oneDNN at start-up (level 1 hides INFO;
+    switching oneDNN off would hide it too but more than doubles step time),
+    and on a machine without an NVIDIA driver an ERROR line that cuInit failed:
+    no GPU is there to use, so nothing TensorFlow's C++ side logs is lpd's
+    business (level 3; Python errors still surface as exceptions). With a
+    driver, errors and warnings about the GPU matter and stay visible (level 1).
+    """
+    return "1" if has_nvidia_driver else "3"
+
+
 def _quiet_tensorflow() -> None:
-    # TensorFlow logs an INFO line about oneDNN at import; hide INFO only.
-    # (Switching oneDNN off would hide it too but more than doubles step time.)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = tensorflow_log_level(
+            os.path.exists("/proc/driver/nvidia"))
 
 
 def _cmd_setups(args: argparse.Namespace) -> int:
@@ -78,11 +91,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-minutes must be a positive number of minutes, "
                          f"got {args.max_minutes}")
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
-    print(f"lpd train: writing to {args.out}")
     result = training.train(config, args.out, resume=args.resume, force=args.force,
                             max_seconds=max_seconds)
     print(result)
-    return 0
+    # Ctrl-C (or SIGTERM) saved a checkpoint and stopped: exit as an interrupted command.
+    return 130 if result.status == "interrupted" else 0
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -224,6 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
         print(f"lpd {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # The file system refused (a read-only or full disk): lpd names the path.
+        print(f"lpd {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except RuntimeError as err:
         # lpd's own run-time errors (missing or corrupt weights, a non-finite
         # loss) carry a message meant for the user; anything else is a bug.

@@ -108,7 +108,14 @@ def ssim(truth, estimate, data_range: float = 1.0) -> float:
     data_range = _check_range(data_range)
     if truth.ndim != 2 or min(truth.shape) < 7:
         raise ValueError(f"SSIM needs 2D images of at least 7 x 7 pixels, got {truth.shape}")
-    return float(structural_similarity(truth, estimate, data_range=data_range))
+    value = float(structural_similarity(truth, estimate, data_range=data_range))
+    if not -1.0 - 1e-6 <= value <= 1.0 + 1e-6:
+        # SSIM lies in [-1, 1]; outside it, rounding has swamped the statistics.
+        peak = max(float(np.abs(truth).max()), float(np.abs(estimate).max()))
+        raise ValueError(f"SSIM came out as {value:.3g}: images with values up to {peak:.3g} "
+                         f"at data_range={data_range:g} are beyond what float64 statistics "
+                         "can resolve; scale the images to their data range")
+    return value
 
 
 def _block(result: Any) -> None:

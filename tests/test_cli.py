@@ -54,6 +54,10 @@ def test_train_tiny_then_refuse_to_overwrite_then_resume(tmp_path, capsys):
     assert "differs from the saved one in steps" in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(out), "--checkpoint-every", "1",
                  "--validation-every", "2"]) == 0
+    # An unknown set-up writes nothing, so the corrected command then works.
+    fresh = tmp_path / "fresh"
+    assert main(["train", "--preset", "tiny", "--setup", "nope", "--out", str(fresh)]) == 2
+    assert "unknown set-up 'nope'" in capsys.readouterr().err and not fresh.exists()
     for minutes in ("-5", "0", "nan"):
         assert main(["train", "--resume", "--out", str(out), "--max-minutes", minutes]) == 2
         assert "--max-minutes must be a positive number" in capsys.readouterr().err
@@ -74,3 +78,20 @@ def test_train_init_from_fine_tunes_and_names_a_bad_source(tmp_path, capsys):
     assert "initialised from" in capsys.readouterr().out
     assert main([*base, "--out", str(tmp_path / "bad"), "--init-from", "ellipses/nothing"]) == 1
     assert "no shipped weights of that name" in capsys.readouterr().err
+
+
+def test_tensorflow_start_up_noise_is_hidden_where_no_gpu_can_be_used():
+    from lpd import cli
+
+    assert cli.tensorflow_log_level(has_nvidia_driver=False) == "3"
+    assert cli.tensorflow_log_level(has_nvidia_driver=True) == "1"
+
+
+def test_an_interrupted_training_exits_130(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from lpd import training
+
+    monkeypatch.setattr(training, "train",
+                        lambda *args, **kwargs: SimpleNamespace(status="interrupted"))
+    assert main(["train", "--preset", "tiny", "--out", str(tmp_path / "run")]) == 130

@@ -104,3 +104,12 @@ def test_no_tensorflow_import():
     code = ("import sys, lpd.metrics, lpd.classical, lpd.evaluation; "
             "sys.exit('tensorflow' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_ssim_refuses_values_that_swamp_its_statistics():
+    rng = np.random.default_rng(0)
+    truth = rng.random((32, 32)) * 1e200
+    with pytest.raises(ValueError, match="SSIM came out as"):
+        metrics.ssim(truth, truth[::-1], data_range=1.0)

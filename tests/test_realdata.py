@@ -149,6 +149,18 @@ def test_mayo_slices_are_ordered_and_in_attenuation_units(mayo_tree):
     quarter = R.mayo_slices(root, (16, 16), dose="quarter", patients=["L096"])
     assert len(quarter) == 3
     assert len(R.scan_mayo(root, exclude_patients=["L096"])) == 3
+    # One patient may be named by a plain string (not read letter by letter).
+    assert len(R.mayo_slices(root, (16, 16), patients="L096")) == 3
+    assert len(R.scan_mayo(root, exclude_patients="L096")) == 3
+
+
+def test_mayo_with_every_file_bad_names_the_reasons(tmp_path):
+    write_mayo_tree(tmp_path, patients=("L067",), slices=2, size=512, series=("full_3mm",))
+    for path in (tmp_path / "L067" / "full_3mm").iterdir():
+        path.write_bytes(b"random bytes " * 20)
+    with pytest.raises(D.DataError, match="no usable full_3mm slices found: every file was "
+                                          "skipped: .*IMA.*not a readable DICOM"):
+        R.scan_mayo(tmp_path, skip_bad=True)
 
 
 def test_mayo_feeds_the_pipeline(mayo_tree, small):
@@ -289,3 +301,21 @@ def test_describe_sources(mayo_tree, lodopab_dir, tmp_path):
     assert sources["ellipses"]["available"]
     if not sources["head_ct"]["available"]:
         assert "apt-get install invesalius-examples" in sources["head_ct"]["how_to_get"]
+
+
+def test_describe_sources_reports_what_was_read(tmp_path):
+    mayo = tmp_path / "mayo" / "L001" / "full_3mm"
+    mayo.mkdir(parents=True)
+    for k in range(3):
+        (mayo / f"slice{k}.IMA").write_bytes(bytes(range(256)) * 4)
+    lodopab = tmp_path / "lodopab"
+    lodopab.mkdir()
+    for k in range(10):
+        (lodopab / f"ground_truth_test_{k:03d}.hdf5").write_bytes(b"")
+    sources = {s["name"]: s for s in R.data_sources(mayo_dir=tmp_path / "mayo",
+                                                    lodopab_dir=lodopab)}
+    assert not sources["mayo"]["available"]
+    assert "unreadable" in sources["mayo"]["summary"] and "slice0.IMA" in sources["mayo"][
+        "summary"]
+    assert sources["lodopab"]["available"]  # "10 ground-truth" is not "0 ground-truth"
+    assert "test: 10 ground-truth" in sources["lodopab"]["summary"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,6 +125,51 @@ def test_users_images_replace_the_held_out_set(tmp_path, quick):
     assert rows[0].psnr > 15
 
 
+def test_force_replaces_the_outputs_of_a_run_as_a_whole(tmp_path, quick):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("results.csv", "training_curves.png", "notes.txt"):
+        (out / name).write_text("earlier")
+    with pytest.raises(FileExistsError, match=r"already holds results \(results.csv, "
+                                              r"training_curves.png\)"):
+        reproduce.run("ellipses", "quick", out, methods=["fbp"], log=lambda _: None)
+    reproduce.run("ellipses", "quick", out, methods=["fbp"], force=True, log=lambda _: None)
+    assert not (out / "training_curves.png").exists()  # stale: this run has no training
+    assert (out / "notes.txt").read_text() == "earlier"  # not lpd's: kept
+    assert {p.name for p in out.iterdir()} == {"notes.txt", "results.csv", "results.md",
+                                               "reconstructions.png", "reconstructions.npz",
+                                               "run.json"}
+
+
+def test_a_failed_write_leaves_the_earlier_results_whole(tmp_path, quick, monkeypatch):
+    out = tmp_path / "run"
+    reproduce.run("ellipses", "quick", out, methods=["fbp"], log=lambda _: None)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full_disk(path, *args, **kwargs):
+        if Path(path).name == "reconstructions.npz":
+            raise OSError(28, "No space left on device")
+        return real_write(path, *args, **kwargs)
+
+    real_write = reproduce.atomic_write
+    monkeypatch.setattr(reproduce, "atomic_write", full_disk)
+    with pytest.raises(OSError, match="No space left on device.*earlier results"):
+        reproduce.run("ellipses", "quick", out, methods=["fbp", "tikhonov"], force=True,
+                      log=lambda _: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path, quick, monkeypatch):
+    def read_only(self, data):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    monkeypatch.setattr(reproduce, "_held_out", lambda *a: pytest.fail("evaluated"))
+    with pytest.raises(OSError, match="cannot be written .Permission denied"):
+        reproduce.run("ellipses", "quick", tmp_path / "ro", methods=["fbp"],
+                      log=lambda _: None)
+
+
 def test_figure_captions_score_the_image_shown(tmp_path, quick, monkeypatch):
     from lpd import metrics
     from lpd.evaluation import figures
@@ -158,6 +204,20 @@ def test_bad_user_images_are_named(tmp_path, content, match):
     np.save(path, content)
     with pytest.raises(ValueError, match=match):
         reproduce.load_images(path, operators.get_setup("ellipses"))
+
+
+@pytest.mark.parametrize("setup, content, match", [
+    ("ellipses", np.full((128, 128), 200, np.uint8), r"values in \[200, 200\].*divide by 255"),
+    ("ellipses", np.full((128, 128), 1e300), r"values in \[1e\+300, 1e\+300\]; expected"),
+    ("ellipses", np.full((128, 128), 1e30, np.float32), "expected values in about"),
+    ("human_small", -np.ones((128, 128)), "negative attenuation"),
+])
+def test_images_far_outside_the_setups_units_are_refused(tmp_path, setup, content, match):
+    path = tmp_path / "far.npy"
+    np.save(path, content)
+    spec = reproduce.EXPERIMENTS["ellipses" if setup == "ellipses" else "human"]
+    with pytest.raises(ValueError, match=match):
+        reproduce.load_images(path, operators.get_setup(setup), spec.image_range)
 
 
 def test_missing_and_corrupt_user_images(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,6 +107,52 @@ def test_refuses_to_overwrite_a_run_without_resume_or_force(tmp_path):
     result = training.train(_config(steps=2), tmp_path, force=True, data=data,
                             validation=validation, log=_quiet)
     assert result.step == 2
+
+
+def test_force_deletes_only_what_lpd_wrote(tmp_path):
+    data, validation = _stream()
+    training.train(_config(steps=2), tmp_path, data=data, validation=validation, log=_quiet)
+    mine = [tmp_path / "checkpoints" / "my_model.pt", tmp_path / "tensorboard" / "notes.txt",
+            tmp_path / "README.txt"]
+    for path in mine:
+        path.write_text("the user's")
+    training.train(_config(steps=2), tmp_path, force=True, data=data, validation=validation,
+                   log=_quiet)
+    assert all(path.read_text() == "the user's" for path in mine)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir()) == [
+        "step-00000002"]
+
+
+def test_force_refuses_a_config_json_that_lpd_did_not_write(tmp_path):
+    data, validation = _stream()
+    (tmp_path / "config.json").write_text('{"model": "mine"}')
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step-00000001").mkdir()
+    with pytest.raises(FileExistsError, match="config.json is not a configuration written"):
+        training.train(_config(steps=2), tmp_path, force=True, data=data,
+                       validation=validation, log=_quiet)
+    assert (tmp_path / "config.json").read_text() == '{"model": "mine"}'
+    assert (tmp_path / "checkpoints" / "step-00000001").is_dir()  # nothing deleted
+
+
+def test_an_unknown_setup_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="unknown set-up 'nope'"):
+        training.train(training.make_config("lpd", "nope", "tiny"), tmp_path / "run",
+                       log=_quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_skips_a_checkpoint_whose_state_is_damaged(tmp_path):
+    data, validation = _stream()
+    training.train(_config(steps=4), tmp_path, data=data, validation=validation, log=_quiet)
+    (tmp_path / "checkpoints" / "step-00000004" / "state.json").write_text("{not json")
+    lines = []
+    result = training.train(_config(steps=4), tmp_path, resume=True, data=data,
+                            validation=validation, log=lines.append)
+    text = "\n".join(lines)
+    assert "step-00000004: state.json is unreadable" in text
+    assert re.search(r"resuming .* from step-0000000[23] ", text)
+    assert result.step == 4 and result.status == "completed"
 
 
 def test_resume_refuses_a_different_configuration(tmp_path):

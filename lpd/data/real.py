@@ -535,6 +535,10 @@ def _scan_mayo(directory, dose, thickness, patients, exclude_patients, expected_
                          f"got {dose!r}, {thickness!r}")
     series = f"{dose}_{thickness}"
     folders = sorted(p for p in directory.iterdir() if p.is_dir())
+    if isinstance(patients, str):
+        patients = [patients]  # one patient, not its letters
+    if isinstance(exclude_patients, str):
+        exclude_patients = [exclude_patients]
     if patients is not None:
         wanted = set(patients)
         unknown = wanted - {p.name for p in folders}
@@ -574,7 +578,12 @@ def _scan_mayo(directory, dose, thickness, patients, exclude_patients, expected_
             slices.append(MayoSlice(folder.name, str(path), z, spacing))
         found.extend(sorted(slices, key=lambda s: s.z))
     if not found:
-        raise DataError(f"{directory}: no usable {series} slices found")
+        reasons = ""
+        if skipped:
+            shown = "; ".join(m.removeprefix("skipped: ") for m in skipped[:5])
+            more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+            reasons = f": every file was skipped: {shown}{more}"
+        raise DataError(f"{directory}: no usable {series} slices found{reasons}")
     return found, skipped
 
 
@@ -943,17 +952,7 @@ def data_sources(mayo_dir: str | os.PathLike | None = None,
 
     mayo_dir = mayo_dir or os.environ.get("LPD_MAYO_DIR")
     if mayo_dir and Path(mayo_dir).is_dir():
-        patients = sorted(p.name for p in Path(mayo_dir).iterdir() if p.is_dir())
-        counts = []
-        for series in ("full_3mm", "quarter_3mm", "full_1mm", "quarter_1mm"):
-            n = sum(1 for p in patients for f in (Path(mayo_dir) / p / series).rglob("*")
-                    if f.suffix.lower() in _DICOM_SUFFIXES)
-            counts.append(f"{series} {n}")
-        out.append(_source("mayo", "user", bool(patients),
-                           f"{len(patients)} patients ({', '.join(patients[:12])}"
-                           f"{' ...' if len(patients) > 12 else ''}); files: "
-                           f"{', '.join(counts)}; 512 x 512", str(mayo_dir),
-                           "" if patients else _MAYO_HOW))
+        out.append(_mayo_source(Path(mayo_dir)))
     else:
         out.append(_source("mayo", "user", False,
                            "Mayo/AAPM low-dose CT challenge (the paper's human data)",
@@ -968,7 +967,7 @@ def data_sources(mayo_dir: str | os.PathLike | None = None,
             obs = len(list(Path(lodopab_dir).glob(f"observation_{part}_*.hdf5")))
             parts.append(f"{part}: {gt} ground-truth / {obs} observation files "
                          f"(complete: {math.ceil(expected / 128)} files, {expected} samples)")
-        have = any("0 ground-truth" not in p for p in parts)
+        have = any(Path(lodopab_dir).glob("ground_truth_*_*.hdf5"))
         out.append(_source("lodopab", "user", have,
                            "; ".join(parts) + "; ground truth 362 x 362, observations "
                            "1000 x 513", str(lodopab_dir), "" if have else _LODOPAB_HOW))
@@ -978,6 +977,43 @@ def data_sources(mayo_dir: str | os.PathLike | None = None,
                            str(lodopab_dir or ""),
                            f"set LPD_LODOPAB_DIR or pass the directory; {_LODOPAB_HOW}"))
     return out
+
+
+def _mayo_source(root: Path) -> dict:
+    """The Mayo entry of `data_sources`: what was read, not only what is named like it.
+
+    Counts the DICOM files of each series and reads the first file of each
+    (its header and pixel-data size), so that a tree of files that are not CT
+    slices is reported as unreadable, with the reason.
+    """
+    patients = sorted(p.name for p in root.iterdir() if p.is_dir())
+    counts, shapes, problems = [], set(), []
+    readable = 0
+    for series in ("full_3mm", "quarter_3mm", "full_1mm", "quarter_1mm"):
+        n = 0
+        for patient in patients:
+            files = sorted(f for f in (root / patient / series).rglob("*")
+                           if f.is_file() and f.suffix.lower() in _DICOM_SUFFIXES)
+            n += len(files)
+            if files:
+                try:
+                    _scan_mayo_file(files[0], None)
+                    ds = _read_dicom(str(files[0]), None)
+                    shapes.add(f"{int(ds.Rows)} x {int(ds.Columns)}")
+                    readable += len(files)
+                except DataError as err:
+                    problems.append(str(err))
+        counts.append(f"{series} {n}")
+    available = bool(patients) and readable > 0
+    summary = (f"{len(patients)} patients ({', '.join(patients[:12])}"
+               f"{' ...' if len(patients) > 12 else ''}); files: {', '.join(counts)}")
+    if shapes:
+        summary += f"; {', '.join(sorted(shapes))}"
+    if problems:
+        summary += (f"; unreadable: {'; '.join(problems[:3])}"
+                    f"{f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''}")
+    return _source("mayo", "user", available, summary, str(root),
+                   "" if available else _MAYO_HOW)
 
 
 def describe_sources(mayo_dir: str | os.PathLike | None = None,

@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -102,6 +103,9 @@ class Experiment:
       preset's own);
     - ``timing``: repeats and warm-up runs of the run-time measurement;
     - ``methods``: the default methods.
+
+    ``image_range`` is the range of the images in the set-up's units (what
+    ``--images`` is checked against).
     """
 
     name: str
@@ -110,6 +114,7 @@ class Experiment:
     window: tuple[float, float]
     narrow_window: tuple[float, float]
     presets: dict[str, dict[str, Any]]
+    image_range: tuple[float, float] = (0.0, 1.0)
 
 
 _TIMING = {"repeats": 3, "warmup": 1}
@@ -157,9 +162,11 @@ EXPERIMENTS: dict[str, Experiment] = {
             "unet": PaperFigure(41.92, 0.941, _LPD_HUMAN),
             "lpd": PaperFigure(44.11, 0.969, _LPD_HUMAN),
         },
-        # Attenuation relative to water: 1 is water; [0.8, 1.2] is HU -200 to 200.
+        # Attenuation relative to water: 1 is water; [0.8, 1.2] is HU -200 to 200;
+        # dense bone reaches about 3 (HU 2000).
         window=(0.0, 2.0),
         narrow_window=(0.8, 1.2),
+        image_range=(0.0, 3.0),
         presets={
             "default": {**_HUMAN, "weights": "human_small",
                         "training": {"preset": "cpu",
@@ -208,11 +215,15 @@ COLUMNS = tuple(f.name for f in dataclasses.fields(Row))
 # Data
 # ---------------------------------------------------------------------------
 
-def load_images(path: str | os.PathLike, setup: operators.Setup) -> np.ndarray:
+def load_images(path: str | os.PathLike, setup: operators.Setup,
+                image_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
     """Read a user's ground-truth images (``.npy``) and check them against a set-up.
 
     Accepts one image ``(nx, ny)`` or a stack ``(n, nx, ny)`` on the set-up's
-    grid, of a real floating or integer type, with finite values.
+    grid, of a real floating or integer type, with finite values in the
+    set-up's units: values more than ten times the width of ``image_range``
+    beyond it (8-bit gray levels for the ellipses, say) are refused, and so is
+    negative attenuation on a pre-log (Poisson) set-up.
 
     Raises
     ------
@@ -239,12 +250,24 @@ def load_images(path: str | os.PathLike, setup: operators.Setup) -> np.ndarray:
         raise ValueError(f"--images: {path} holds no images")
     if images.dtype.kind not in "fiu":
         raise ValueError(f"--images: {path} has dtype {images.dtype}; expected real numbers")
-    images = images.astype(np.float32)
-    bad = ~np.isfinite(images).all(axis=(1, 2))
+    bad = ~np.isfinite(images).all(axis=(1, 2))  # before any cast can overflow
     if bad.any():
         raise ValueError(f"--images: {path} has NaN or infinite values in image(s) "
                          f"{np.flatnonzero(bad)[:10].tolist()}")
-    return images
+    low, high = (float(v) for v in image_range)
+    span = high - low
+    found = (float(images.min()), float(images.max()))
+    expected = (f"expected values in about [{low:g}, {high:g}], the units of set-up "
+                f"{setup.config.name!r}")
+    if found[0] < low - 10 * span or found[1] > high + 10 * span:
+        hint = (" (8-bit gray levels? divide by 255)"
+                if images.dtype == np.uint8 or (found[0] >= 0 and 100 < found[1] <= 255) else "")
+        raise ValueError(f"--images: {path} has values in [{found[0]:.4g}, {found[1]:.4g}]; "
+                         f"{expected}{hint}")
+    if setup.config.noise.kind == "poisson" and found[0] < low - 0.05 * span:
+        raise ValueError(f"--images: {path} has negative attenuation (min {found[0]:.4g}), "
+                         f"which the pre-log model exp(-mu A x) cannot have; {expected}")
+    return images.astype(np.float32)
 
 
 def _held_out(setup: operators.Setup, spec: dict) -> tuple[np.ndarray, np.ndarray, str]:
@@ -382,13 +405,51 @@ def _markdown_text(rows: Sequence[Row], experiment: Experiment, meta: dict) -> s
     return "\n".join(lines)
 
 
+# What a run writes into its output directory (besides training/ with --train).
+_OUTPUTS = ("results.csv", "results.md", "reconstructions.png", "training_curves.png",
+            "reconstructions.npz", "run.json")
+
+
 def _check_out(out: Path, force: bool) -> None:
+    """Refuse a file, earlier results without ``force``, or a directory that cannot be written.
+
+    Runs before any evaluation, so that a bad ``--out`` costs nothing.
+    """
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file")
-    if out.exists() and any(out.iterdir()) and not force:
+    existing = [name for name in _OUTPUTS if (out / name).exists()]
+    if existing and not force:
         raise FileExistsError(
-            f"{out} already holds results; pass --force to replace them (training runs in "
-            f"{out / 'training'} are resumed, not restarted) or choose another --out")
+            f"{out} already holds results ({', '.join(existing)}); pass --force to replace "
+            f"them (training runs in {out / 'training'} are resumed, not restarted) or choose "
+            "another --out")
+    where = out
+    while not where.exists():  # the directory that the first write will go into
+        where = where.parent
+    try:
+        probe = where / f".lpd-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise OSError(f"--out {out} cannot be written ({err.strerror or err}); choose another "
+                      "--out") from None
+
+
+def _publish(out: Path, stage: Path, names: list[str]) -> list[Path]:
+    """Move the staged outputs into ``out`` (``run.json`` last) and drop stale ones.
+
+    The outputs of a run replace those of an earlier one as a whole: an earlier
+    output this run did not write (``training_curves.png`` of a run that had
+    learned methods, say) is removed, so nothing stale stands beside new results.
+    """
+    for name in _OUTPUTS:
+        if name not in names:
+            (out / name).unlink(missing_ok=True)
+    ordered = sorted(names, key=lambda n: n == "run.json")
+    for name in ordered:
+        os.replace(stage / name, out / name)
+    stage.rmdir()
+    return [out / name for name in ordered]
 
 
 def _resolve_methods(methods: Sequence[str] | None, preset: dict) -> tuple[str, ...]:
@@ -471,7 +532,8 @@ def run(experiment: str, preset: str = "default", out: str | os.PathLike | None 
     command = command or f"lpd.reproduce.run({experiment!r}, {preset!r})"
 
     setup = operators.get_setup(settings["setup"])
-    user_images = load_images(images, setup) if images is not None else None
+    user_images = (load_images(images, setup, spec.image_range) if images is not None
+                   else None)
     out.mkdir(parents=True, exist_ok=True)
     log(f"lpd reproduce {experiment} (preset {preset!r}, set-up {setup.config.name!r}): "
         f"methods {', '.join(keys)}; writing to {out}")
@@ -572,31 +634,41 @@ def run(experiment: str, preset: str = "default", out: str | os.PathLike | None 
 def _write_outputs(out: Path, spec: Experiment, rows: list[Row], meta: dict,
                    truth: np.ndarray, recons: dict[str, np.ndarray], histories: dict,
                    force: bool, scores: dict[str, str], figure_text: str) -> list[Path]:
-    written = [
-        atomic_write(out / "results.csv",
-                     evaluation.csv_text((dataclasses.asdict(r) for r in rows), COLUMNS),
-                     overwrite=force),
-        atomic_write(out / "results.md", _markdown_text(rows, spec, meta), overwrite=force),
-    ]
-    names = {METHOD_NAMES[k]: v for k, v in recons.items()}
-    written.append(figures.reconstruction_figure(
-        truth, names, out / "reconstructions.png", window=spec.window,
-        narrow_window=spec.narrow_window, scores=scores,
-        title=f"{spec.title}\n{figure_text}", overwrite=force))
-    if histories:
-        written.append(figures.training_curves_figure(
-            histories, out / "training_curves.png",
-            title=f"validation PSNR during training ({meta['setup']})", overwrite=force))
+    """Write every output into a staging directory, then publish them together.
 
-    def save_npz(f):
-        np.savez_compressed(f, truth=truth.astype(np.float32),
-                            **{k: v.astype(np.float32) for k, v in recons.items()})
+    A failure while writing (a full disk) leaves the earlier results as they
+    were; the staging directory is removed.
+    """
+    stage = out / f".partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        atomic_write(stage / "results.csv",
+                     evaluation.csv_text((dataclasses.asdict(r) for r in rows), COLUMNS))
+        atomic_write(stage / "results.md", _markdown_text(rows, spec, meta))
+        names = {METHOD_NAMES[k]: v for k, v in recons.items()}
+        figures.reconstruction_figure(
+            truth, names, stage / "reconstructions.png", window=spec.window,
+            narrow_window=spec.narrow_window, scores=scores,
+            title=f"{spec.title}\n{figure_text}")
+        if histories:
+            figures.training_curves_figure(
+                histories, stage / "training_curves.png",
+                title=f"validation PSNR during training ({meta['setup']})")
 
-    written.append(atomic_write(out / "reconstructions.npz", save_npz, overwrite=force))
-    written.append(atomic_write(out / "run.json", json.dumps(
-        {**meta, "versions": _versions(), "rows": [dataclasses.asdict(r) for r in rows]},
-        indent=2, default=str) + "\n", overwrite=force))
-    return written
+        def save_npz(f):
+            np.savez_compressed(f, truth=truth.astype(np.float32),
+                                **{k: v.astype(np.float32) for k, v in recons.items()})
+
+        atomic_write(stage / "reconstructions.npz", save_npz)
+        atomic_write(stage / "run.json", json.dumps(
+            {**meta, "versions": _versions(), "rows": [dataclasses.asdict(r) for r in rows]},
+            indent=2, default=str) + "\n")
+    except OSError as err:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise OSError(f"could not write the results into {out} ({err.strerror or err}); the "
+                      "earlier results there, if any, are unchanged") from None
+    return _publish(out, stage, sorted(p.name for p in stage.iterdir()))
 
 
 def _versions() -> dict:

@@ -105,6 +105,32 @@ class Checkpoints:
         complete = sorted(p for p in self.root.glob("step-*") if (p / "state.json").exists())
         return complete[-1] if complete else None
 
+    def latest_sound(self, log=None) -> tuple[Path | None, dict | None]:
+        """The newest checkpoint whose ``state.json`` reads, and that state.
+
+        A checkpoint whose state is unreadable (a damaged file) is skipped for
+        the one before it; ``log`` is told which, and why.
+        """
+        first = self.latest()
+        if first is None:
+            return None, None
+        candidates = [first] + sorted((p for p in self.root.glob("step-*")
+                                       if (p / "state.json").exists() and p.name < first.name),
+                                      reverse=True)
+        for path in candidates:
+            try:
+                state = json.loads((path / "state.json").read_text())
+                if not isinstance(state, dict) or "step" not in state:
+                    raise ValueError("no step in it")
+            except (OSError, ValueError) as err:
+                if log is not None:
+                    log(f"checkpoint {path}: state.json is unreadable ({err}); "
+                        "trying the one before it")
+                continue
+            return path, state
+        raise WeightsError(f"no checkpoint in {self.root} has a readable state.json; "
+                           "start the run afresh with --force")
+
     def save(self, step: int, model, optimizer, state: dict, config_json: str) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / checkpoint_name(step)

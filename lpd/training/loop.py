@@ -57,6 +57,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import threading
@@ -94,8 +95,6 @@ __all__ = ["TrainResult", "NonFiniteLossError", "train", "make_train_step"]
 # logged or kept, not the weights.
 _RESUME_FREE = frozenset({"validation_every", "checkpoint_every", "log_every",
                           "keep_checkpoints", "distribute"})
-
-_OUR_OUTPUTS = ("config.json", "history.jsonl", "tensorboard", "checkpoints")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -337,17 +336,66 @@ def _prepare_out_dir(out: Path, config: TrainingConfig | None, resume: bool,
         if not force:
             raise FileExistsError(
                 f"output directory {out} already exists and is not empty ({', '.join(existing[:5])}"
-                f"{', ...' if len(existing) > 5 else ''}): pass resume=True to continue the run "
-                "in it, or force=True to delete its training outputs and start over"
+                f"{', ...' if len(existing) > 5 else ''}): continue the run in it with --resume "
+                "(resume=True), or delete its training outputs and start over with --force "
+                "(force=True)"
             )
-        for name in _OUR_OUTPUTS:
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-        log(f"force: removed the previous training outputs in {out}")
+        removed = _remove_training_outputs(out)
+        log(f"force: removed the previous training outputs in {out} ({removed} files and "
+            "directories that lpd had written; anything else is kept)")
     return config
+
+
+def _our_outputs(out: Path) -> list[Path]:
+    """What ``force`` may delete in ``out``: the files and directories a run of lpd writes.
+
+    Raises `FileExistsError`, deleting nothing, when ``config.json`` or
+    ``history.jsonl`` is there but is not lpd's (a file of the user's by that name).
+    """
+    ours = []
+    config = out / "config.json"
+    if config.exists():
+        try:
+            read_config(config)
+        except WeightsError:
+            raise FileExistsError(f"{config} is not a configuration written by lpd train; "
+                                  "move it away or train into another directory") from None
+        ours.append(config)
+    history = out / "history.jsonl"
+    if history.exists():
+        try:
+            records = [json.loads(line) for line in history.read_text().splitlines() if line]
+            ok = all(isinstance(r, dict) and "step" in r for r in records)
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            raise FileExistsError(f"{history} is not a training history written by lpd train; "
+                                  "move it away or train into another directory")
+        ours.append(history)
+    tensorboard = out / "tensorboard"
+    if tensorboard.is_dir():
+        ours += sorted(tensorboard.glob("events.out.tfevents.*"))
+    checkpoints = out / "checkpoints"
+    if checkpoints.is_dir():
+        ours += sorted(p for p in checkpoints.iterdir()
+                       if p.name == "index.json" or p.is_dir()
+                       and re.fullmatch(r"(\.tmp-)?step-\d{8}(-\d+)?", p.name))
+    return ours
+
+
+def _remove_training_outputs(out: Path) -> int:
+    """Delete what `_our_outputs` lists, then the directories lpd made if they are empty."""
+    ours = _our_outputs(out)  # checks everything before anything is deleted
+    for path in ours:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    for name in ("tensorboard", "checkpoints"):
+        directory = out / name
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+    return len(ours)
 
 
 def _refuse_augment_with_data(config: TrainingConfig, data) -> None:
@@ -435,11 +483,12 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
             raise ValueError(f"init_from {config.init_from!r} lies inside the output directory "
                              f"{out}; copy the weights elsewhere or train into another directory")
     if config is not None:
+        operators.as_config(config.setup)  # an unknown set-up is refused before any write
         _refuse_augment_with_data(config, data)  # before --force deletes anything
     config = _prepare_out_dir(out, config, resume, force, log)
     _refuse_augment_with_data(config, data)  # the saved configuration of a resumed run
     checkpoints = Checkpoints(out / "checkpoints", config.keep_checkpoints)
-    latest = checkpoints.latest() if resume else None
+    latest, saved_state = checkpoints.latest_sound(log) if resume else (None, None)
     if config.init_from is not None and latest is None and init is None:
         init_dir, init = init_source(config)  # a resumed run that had no checkpoint yet
     out.mkdir(parents=True, exist_ok=True)
@@ -468,7 +517,6 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
     if latest is not None:
         assign(model.weights, latest / "model.npz", "model")
         assign(optimizer.variables, latest / "optimizer.npz", "optimizer")
-        saved_state = json.loads((latest / "state.json").read_text())
         state.update({k: saved_state[k] for k in state if k in saved_state})
         if state["best_psnr"] is None:
             state["best_psnr"] = -math.inf
