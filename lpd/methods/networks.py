@@ -973,11 +973,7 @@ class LearnedPrimal(UnrolledReconstructor):
 
     @classmethod
     def from_network(cls, network, operator: TFOperator, **settings):
-        """The model a `lpd.config.NetworkConfig` describes (its fields for this model).
-
-        ``settings`` are the model's other arguments (``setup``, ``prelog_mu``,
-        ``operator_backend``, the FBP filter); `lpd.training.build_model` passes them.
-        """
+        """See `LearnedPrimalDual.from_network`."""
         return cls(operator, n_iter=network.n_iter, n_primal=network.n_primal,
                    filters=network.filters, initial=network.initial or "zeros", **settings)
 
@@ -1025,11 +1021,7 @@ class LearnedGradientDescent(UnrolledReconstructor):
 
     @classmethod
     def from_network(cls, network, operator: TFOperator, **settings):
-        """The model a `lpd.config.NetworkConfig` describes (its fields for this model).
-
-        ``settings`` are the model's other arguments (``setup``, ``prelog_mu``,
-        ``operator_backend``, the FBP filter); `lpd.training.build_model` passes them.
-        """
+        """See `LearnedPrimalDual.from_network`."""
         return cls(operator, n_iter=network.n_iter, n_memory=network.n_memory,
                    filters=network.filters, data_gradient=network.data_gradient,
                    regulariser_gradient=network.regulariser_gradient,
@@ -1199,11 +1191,7 @@ class FBPUNet(keras.Model):
 
     @classmethod
     def from_network(cls, network, operator: TFOperator, **settings):
-        """The model a `lpd.config.NetworkConfig` describes (its fields for this model).
-
-        ``settings`` are the model's other arguments (``setup``, ``prelog_mu``,
-        ``operator_backend``, the FBP filter); `lpd.training.build_model` passes them.
-        """
+        """See `LearnedPrimalDual.from_network`."""
         return cls(operator, features=network.features, depth=network.depth,
                    widths=network.widths, **settings)
 
