@@ -79,8 +79,11 @@ _LPD_HUMAN = "[1] via the authors' talk and blog (seeds 000, 001): Mayo data, 51
 # `lpd train --setup S --method M --preset cpu --seed 1` and these overrides of
 # the preset (the command, log and history are stored beside each model).
 _SHIPPED_SCHEDULES = {
-    "ellipses": {"lpd": {"steps": 30000}, "lp": {"steps": 3000}, "lgd": {"steps": 3000},
-                 "unet": {"steps": 20000}},
+    # "preset" names another preset of lpd.training than the experiment's; the
+    # paper's schedule of the training campaign (shipped warm-started from the
+    # earlier weights, which the manifest records; --train runs it from scratch).
+    "ellipses": {"lpd": {"preset": "paper"}, "lp": {"preset": "paper"},
+                 "lgd": {"steps": 3000}, "unet": {"steps": 20000}},
     "human_small": {"lpd": {"steps": 10000}, "unet": {"steps": 6000, "augment": "dihedral"}},
 }
 
@@ -341,16 +344,18 @@ def _trained(setup_name: str, key: str, spec: dict, out: Path, log: Callable[[st
         raise ValueError(f"unknown keys {sorted(unknown)} in the training settings; "
                          "give 'preset' and 'schedules' (per-method overrides)")
     overrides = {"seed": 1}
+    preset = spec["preset"]
     schedules = spec.get("schedules")
     if schedules is not None:
         if key not in schedules:
             raise ValueError(f"the training preset has no schedule for {key!r} on "
                              f"{setup_name!r}; give one for it")
         overrides.update(schedules[key])
-    config = training.make_config(key, setup_name, spec["preset"], **overrides)
+        preset = overrides.pop("preset", preset)
+    config = training.make_config(key, setup_name, preset, **overrides)
     run_dir = out / "training" / key
     log(f"  {key}: training into {run_dir} ({_training_text(config, None)}, "
-        f"preset {spec['preset']!r}; an interrupted run resumes)")
+        f"preset {preset!r}; an interrupted run resumes)")
     result = training.train(config, run_dir, resume=True, log=lambda line: log(f"    {line}"))
     if result.status != "completed":
         raise RuntimeError(f"training {key} stopped ({result.status}) at step {result.step}; "
