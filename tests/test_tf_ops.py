@@ -306,3 +306,17 @@ def test_pre_log_model_validates_arguments(built):
     with pytest.raises(TypeError, match="TFOperator"):
         PreLogForward(lambda x: x, mu=0.02)
     assert isinstance(op, TFOperator)
+
+
+def test_a_wrong_shape_unknown_at_trace_time_fails_with_the_bridges_words():
+    import tensorflow as tf
+
+    import lpd
+
+    op = lpd.as_tf_operator(operators.get_setup("ellipses_small").operator)
+    loose = tf.function(lambda x: op(x),
+                        input_signature=[tf.TensorSpec((None, None, None, 1), tf.float32)])
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"lpd operator: expected a tensor of shape \(batch, 64, 64, 1\)"):
+        loose(tf.zeros((1, 32, 32, 1)))
+    assert tuple(loose(tf.zeros((2, 64, 64, 1))).shape) == (2, *op.range_shape, 1)

@@ -143,6 +143,16 @@ class TFOperator:
                     f"expected a tensor of shape (batch, {', '.join(map(str, expected[1:]))}) "
                     f"(NHWC, one channel), got shape {tuple(shape.as_list())}"
                 )
+        if shape.rank is None or not shape[1:].is_fully_defined():
+            # Unknown at trace time (a tf.function with a loose signature): check when
+            # it runs, with the same words, before the data reach the operator.
+            expected_text = ", ".join(map(str, expected[1:]))
+            check = tf.debugging.assert_equal(
+                tf.shape(x)[1:], tf.constant(expected[1:], tf.int32),
+                message=f"lpd operator: expected a tensor of shape (batch, {expected_text}) "
+                        "(NHWC, one channel)")
+            with tf.control_dependencies([check]):
+                x = tf.identity(x)
         return x
 
     def __call__(self, x) -> tf.Tensor:

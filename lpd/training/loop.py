@@ -326,7 +326,7 @@ def _prepare_out_dir(out: Path, config: TrainingConfig | None, resume: bool,
             raise ValueError(
                 f"cannot resume {out}: the configuration differs from the saved one in "
                 f"{', '.join(differ)} (a resumed run must be the same run); start a new run "
-                "in another directory, or pass force=True without resume to start over here"
+                "in another directory, or start over here with --force (force=True) and without --resume"
             )
         return config
     if config is None:
