@@ -54,6 +54,8 @@ def test_train_tiny_then_refuse_to_overwrite_then_resume(tmp_path, capsys):
     assert "differs from the saved one in steps" in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(out), "--checkpoint-every", "1",
                  "--validation-every", "2"]) == 0
+    assert main(["train", "--resume", "--out", str(tmp_path / "nothere")]) == 2
+    assert "no training run in" in capsys.readouterr().err
     # An unknown set-up writes nothing, so the corrected command then works.
     fresh = tmp_path / "fresh"
     assert main(["train", "--preset", "tiny", "--setup", "nope", "--out", str(fresh)]) == 2

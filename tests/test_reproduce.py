@@ -224,6 +224,8 @@ def test_missing_and_corrupt_user_images(tmp_path):
     setup = operators.get_setup("ellipses")
     with pytest.raises(FileNotFoundError, match="no file"):
         reproduce.load_images(tmp_path / "absent.npy", setup)
+    with pytest.raises(ValueError, match="is a directory; give one .npy file"):
+        reproduce.load_images(tmp_path, setup)
     corrupt = tmp_path / "corrupt.npy"
     corrupt.write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(ValueError, match="not a readable"):

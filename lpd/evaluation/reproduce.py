@@ -234,6 +234,8 @@ def load_images(path: str | os.PathLike, setup: operators.Setup,
         Naming the file and what is wrong with it.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--images: {path} is a directory; give one .npy file")
     if not path.is_file():
         raise FileNotFoundError(f"--images: no file {path}")
     try:

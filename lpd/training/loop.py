@@ -330,7 +330,8 @@ def _prepare_out_dir(out: Path, config: TrainingConfig | None, resume: bool,
             )
         return config
     if config is None:
-        raise ValueError(f"no configuration given and none saved in {out}")
+        raise ValueError(f"no training run in {out} to resume (it has no config.json): start "
+                         "one without --resume, with --method and --preset (or pass a config)")
     existing = sorted(p.name for p in out.iterdir()) if out.exists() else []
     if existing and not resume:
         if not force:
