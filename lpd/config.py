@@ -30,6 +30,7 @@ __all__ = [
     "METHODS",
     "PRESETS",
     "PRECISIONS",
+    "REAL_CT_IMAGES",
 ]
 
 
@@ -189,6 +190,9 @@ def from_json(text: str) -> Any:
 # Symmetries a training image may be drawn under (`TrainingConfig.augment`).
 AUGMENTATIONS = ("flips", "dihedral")
 
+# Real-CT training sets of TrainingConfig.images (besides the phantom families).
+REAL_CT_IMAGES = ("real_ct", "real_ct_patients")
+
 # What the convolutions of a network compute in (`lpd.networks.resolve_precision`).
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -292,8 +296,11 @@ class TrainingConfig:
     seed : int
         Seed of the weights' initialisation and of the training data stream.
     images : str
-        Training images: a phantom family of `lpd.phantoms` (``"ellipses"``) or
-        ``"real_ct"`` (`lpd.realdata.real_ct_slices`, train and validation splits).
+        Training images: a phantom family of `lpd.phantoms` (``"ellipses"``),
+        ``"real_ct"`` (the head CT: `lpd.realdata.real_ct_slices`, train and
+        validation splits) or ``"real_ct_patients"`` (the head CT's training
+        slices and a chest series of another patient, validated on the head CT's:
+        `lpd.data.packaged_ct.patient_slices`).
     post_log : bool
         Train on post-log data (Poisson set-ups only).
     validation_size : int

@@ -25,7 +25,7 @@ _BEGIN, _END = "<!-- table: begin -->", "<!-- table: end -->"
 
 
 def _validation_set(config: dict) -> str:
-    if config["images"] == "real_ct":
+    if config["images"] in ("real_ct", "real_ct_patients"):
         # A finite set is validated on whole: every slice of the split.
         n = sum(hi - lo for lo, hi in realdata.HEAD_CT_SPLITS["validation"])
         return f"{n} head-CT slices"

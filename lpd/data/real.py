@@ -71,6 +71,10 @@ __all__ = [
     "lodopab_problem",
     "data_sources",
     "describe_sources",
+    "grid_of",
+    "read_dicom",
+    "read_dicom_hu",
+    "source_entry",
 ]
 
 
@@ -95,7 +99,7 @@ def hu_to_attenuation(hu) -> np.ndarray:
     return (np.maximum(hu + 1000.0, 0.0) / 1000.0).astype(np.float32)
 
 
-def _grid_of(grid) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
+def grid_of(grid) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
     """(shape, min_pt, max_pt) of a set-up, config, set-up name or shape."""
     if isinstance(grid, str):
         from lpd.physics import operators
@@ -295,21 +299,29 @@ def _import_pydicom():
     return pydicom, InvalidDicomError
 
 
-def _read_dicom(path, expected_shape: tuple[int, int] | None):
-    """The dataset of a single-slice CT DICOM file, its header checked."""
+def read_dicom(path, expected_shape: tuple[int, int] | None, spacing: bool = True):
+    """The dataset of a single-slice CT DICOM file, its header checked.
+
+    ``spacing=False`` accepts a header without ``PixelSpacing``.
+    """
     pydicom, InvalidDicomError = _import_pydicom()
 
     try:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as err:
         raise DataError(f"{path}: not a readable DICOM file ({err})") from err
-    _check_dicom_header(ds, path, expected_shape)
+    _check_dicom_header(ds, path, expected_shape, spacing)
     return ds
 
 
-def _read_dicom_hu(path: str, expected_shape: tuple[int, int] | None = None):
-    """(HU array, (row, col) spacing, dataset) of a single-slice CT DICOM file."""
-    ds = _read_dicom(path, expected_shape)
+def read_dicom_hu(path: str, expected_shape: tuple[int, int] | None = None,
+                  spacing: bool = True):
+    """(HU array, (row, col) spacing, dataset) of a single-slice CT DICOM file.
+
+    With ``spacing=False`` a header without ``PixelSpacing`` is accepted and the
+    spacing returned is ``None``.
+    """
+    ds = read_dicom(path, expected_shape, spacing)
     try:
         pixels = ds.pixel_array
     except Exception as err:  # decoders raise many types; all mean the same here
@@ -323,23 +335,25 @@ def _read_dicom_hu(path: str, expected_shape: tuple[int, int] | None = None):
     hu = pixels.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
     if not np.all(np.isfinite(hu)):
         raise DataError(f"{path}: CT values contain NaN or infinite values")
-    return hu, tuple(float(s) for s in ds.PixelSpacing), ds
+    pixel_spacing = tuple(float(s) for s in ds.PixelSpacing) if "PixelSpacing" in ds else None
+    return hu, pixel_spacing, ds
 
 
-def _check_dicom_header(ds, path, expected_shape) -> None:
-    missing = [key for key in ("Rows", "Columns", "PixelSpacing", "RescaleSlope",
-                               "RescaleIntercept") if key not in ds]
+def _check_dicom_header(ds, path, expected_shape, spacing: bool = True) -> None:
+    required = ("Rows", "Columns", "PixelSpacing", "RescaleSlope", "RescaleIntercept")
+    missing = [key for key in required if key not in ds
+               and (spacing or key != "PixelSpacing")]
     if missing:
         raise DataError(f"{path}: missing DICOM attribute(s) {', '.join(missing)}")
     shape = (int(ds.Rows), int(ds.Columns))
     if expected_shape is not None and shape != tuple(expected_shape):
         raise DataError(f"{path}: slice of {shape[0]} x {shape[1]} pixels, expected "
                         f"{expected_shape[0]} x {expected_shape[1]}")
-    numbers = [float(ds.RescaleSlope), float(ds.RescaleIntercept),
-               *(float(s) for s in ds.PixelSpacing)]
+    pixel_spacing = [float(s) for s in ds.PixelSpacing] if "PixelSpacing" in ds else [1.0]
+    numbers = [float(ds.RescaleSlope), float(ds.RescaleIntercept), *pixel_spacing]
     if not all(math.isfinite(v) for v in numbers):
         raise DataError(f"{path}: NaN or infinite rescale slope, intercept or pixel spacing")
-    if float(ds.RescaleSlope) == 0 or min(float(s) for s in ds.PixelSpacing) <= 0:
+    if float(ds.RescaleSlope) == 0 or min(pixel_spacing) <= 0:
         raise DataError(f"{path}: rescale slope must be non-zero and pixel spacing > 0")
 
 
@@ -351,7 +365,7 @@ def _real_ct_arrays(split: str, shape, min_pt, max_pt, scale: str, names: tuple[
         images, labels = [], []
         for name in names:
             path = _pydicom_path(name)
-            hu, spacing, ds = _read_dicom_hu(path)
+            hu, spacing, ds = read_dicom_hu(path)
             images.append(resample_to_grid(hu_to_attenuation(hu), spacing, **grid))
             labels.append(f"pydicom:{name} (patient {ds.get('PatientID', '?')})")
         images = np.stack(images)
@@ -414,7 +428,7 @@ def real_ct_slices(grid: Any = "human_small", split: str = "train", *,
     """
     if split not in REAL_CT_SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {REAL_CT_SPLITS}")
-    shape, min_pt, max_pt = _grid_of(grid)
+    shape, min_pt, max_pt = grid_of(grid)
     head = None if head_ct is None else str(_head_ct_path(head_ct))
     images, labels = _real_ct_arrays(split, shape, min_pt, max_pt, scale, tuple(names), head)
     name = "pydicom_ct" if split == "other_patients" else f"head_ct/{split}"
@@ -461,7 +475,7 @@ def _check_directory(directory, how: str) -> Path:
 
 def _scan_mayo_file(path: Path, expected_shape):
     pydicom, _ = _import_pydicom()
-    ds = _read_dicom(path, expected_shape)
+    ds = read_dicom(path, expected_shape)
     if "ImagePositionPatient" not in ds or len(ds.ImagePositionPatient) != 3:
         raise DataError(f"{path}: missing ImagePositionPatient (needed to order slices)")
     z = float(ds.ImagePositionPatient[2])
@@ -629,11 +643,11 @@ def mayo_slices(directory: str | os.PathLike, grid: Any = "human", *,
                                  expected_shape, skip_bad)
     for message in skipped:
         _report(message)
-    shape, min_pt, max_pt = _grid_of(grid)
+    shape, min_pt, max_pt = grid_of(grid)
 
     def load(i):
         item = slices[i]
-        hu, spacing, _ = _read_dicom_hu(item.path, expected_shape)
+        hu, spacing, _ = read_dicom_hu(item.path, expected_shape)
         return resample_to_grid(hu_to_attenuation(hu), spacing, shape, min_pt, max_pt,
                                 scale=scale)
 
@@ -858,7 +872,7 @@ class LoDoPaB:
         """
         if units not in ("native", "attenuation"):
             raise ValueError(f"units must be 'native' or 'attenuation', got {units!r}")
-        target = None if grid is None else _grid_of(grid)
+        target = None if grid is None else grid_of(grid)
 
         def load(i):
             image = self.ground_truth_sample(i)
@@ -887,7 +901,7 @@ class LoDoPaB:
 # What is installed
 # ---------------------------------------------------------------------------
 
-def _source(name, kind, available, summary, location="", how=""):
+def source_entry(name, kind, available, summary, location="", how=""):
     return {"name": name, "kind": kind, "available": bool(available), "summary": summary,
             "location": location, "how_to_get": how}
 
@@ -912,25 +926,25 @@ def data_sources(mayo_dir: str | os.PathLike | None = None,
         ``location`` and ``how_to_get``.
     """
     out = [
-        _source("ellipses", "generated", True,
+        source_entry("ellipses", "generated", True,
                 "random ellipse phantoms of the paper's training set, any grid "
                 "(Poisson(50) ellipses)"),
-        _source("rectangles", "generated", True,
+        source_entry("rectangles", "generated", True,
                 "random rotated rectangles with the ellipses' statistics (generalisation tests)"),
-        _source("shepp_logan", "generated", True, "modified Shepp-Logan phantom, any grid"),
+        source_entry("shepp_logan", "generated", True, "modified Shepp-Logan phantom, any grid"),
     ]
     try:
         path = _head_ct_path()
         volume, spacing = load_inv3(path)
         counts = ", ".join(f"{split} {sum(hi - lo for lo, hi in blocks)}"
                            for split, blocks in HEAD_CT_SPLITS.items())
-        out.append(_source(
+        out.append(source_entry(
             "head_ct", "installed", True,
             f"{volume.shape[0]} slices of {volume.shape[1]} x {volume.shape[2]} HU, "
             f"{spacing[0]:.3g} mm pixels, {spacing[2]:.3g} mm apart; splits: {counts}",
             str(path)))
     except DataError as err:
-        out.append(_source("head_ct", "installed", False, "real head CT (invesalius-examples)",
+        out.append(source_entry("head_ct", "installed", False, "real head CT (invesalius-examples)",
                            "", str(err)))
     found, problems, shapes = [], [], []
     for name in PYDICOM_CT_FILES:
@@ -943,7 +957,7 @@ def data_sources(mayo_dir: str | os.PathLike | None = None,
             shapes.append(f"{ds.Rows} x {ds.Columns}")
         except (DataError, ImportError, OSError, ValueError) as err:
             problems.append(str(err))
-    out.append(_source(
+    out.append(source_entry(
         "pydicom_ct", "installed", len(found) == len(PYDICOM_CT_FILES),
         f"{len(found)} of {len(PYDICOM_CT_FILES)} CT slices of other patients "
         f"({', '.join(f'{n} {s}' for n, s in zip(found, shapes, strict=True))}): "
@@ -954,7 +968,7 @@ def data_sources(mayo_dir: str | os.PathLike | None = None,
     if mayo_dir and Path(mayo_dir).is_dir():
         out.append(_mayo_source(Path(mayo_dir)))
     else:
-        out.append(_source("mayo", "user", False,
+        out.append(source_entry("mayo", "user", False,
                            "Mayo/AAPM low-dose CT challenge (the paper's human data)",
                            str(mayo_dir or ""),
                            f"set LPD_MAYO_DIR or pass the directory; {_MAYO_HOW}"))
@@ -968,14 +982,17 @@ def data_sources(mayo_dir: str | os.PathLike | None = None,
             parts.append(f"{part}: {gt} ground-truth / {obs} observation files "
                          f"(complete: {math.ceil(expected / 128)} files, {expected} samples)")
         have = any(Path(lodopab_dir).glob("ground_truth_*_*.hdf5"))
-        out.append(_source("lodopab", "user", have,
+        out.append(source_entry("lodopab", "user", have,
                            "; ".join(parts) + "; ground truth 362 x 362, observations "
                            "1000 x 513", str(lodopab_dir), "" if have else _LODOPAB_HOW))
     else:
-        out.append(_source("lodopab", "user", False,
+        out.append(source_entry("lodopab", "user", False,
                            "LoDoPaB-CT (35 820 / 3 522 / 3 553 slices, 362 x 362)",
                            str(lodopab_dir or ""),
                            f"set LPD_LODOPAB_DIR or pass the directory; {_LODOPAB_HOW}"))
+    from lpd.data import packaged_ct  # it builds on this module
+
+    out[5:5] = packaged_ct.describe()  # after the head CT and the pydicom slices
     return out
 
 
@@ -998,7 +1015,7 @@ def _mayo_source(root: Path) -> dict:
             if files:
                 try:
                     _scan_mayo_file(files[0], None)
-                    ds = _read_dicom(str(files[0]), None)
+                    ds = read_dicom(str(files[0]), None)
                     shapes.add(f"{int(ds.Rows)} x {int(ds.Columns)}")
                     readable += len(files)
                 except DataError as err:
@@ -1012,7 +1029,7 @@ def _mayo_source(root: Path) -> dict:
     if problems:
         summary += (f"; unreadable: {'; '.join(problems[:3])}"
                     f"{f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''}")
-    return _source("mayo", "user", available, summary, str(root),
+    return source_entry("mayo", "user", available, summary, str(root),
                    "" if available else _MAYO_HOW)
 
 

@@ -165,6 +165,10 @@ def _image_source(config: TrainingConfig, setup, split: str):
         from lpd.data import real as realdata
 
         return realdata.real_ct_slices(setup, split)
+    if config.images == "real_ct_patients":
+        from lpd.data import packaged_ct
+
+        return packaged_ct.patient_slices(setup, split)
     return datasets.RandomPhantoms(config.images, tuple(setup.space.shape))
 
 
@@ -326,7 +330,8 @@ def _prepare_out_dir(out: Path, config: TrainingConfig | None, resume: bool,
             raise ValueError(
                 f"cannot resume {out}: the configuration differs from the saved one in "
                 f"{', '.join(differ)} (a resumed run must be the same run); start a new run "
-                "in another directory, or start over here with --force (force=True) and without --resume"
+                "in another directory, or start over here with --force (force=True) and "
+                "without --resume"
             )
         return config
     if config is None:
