@@ -273,6 +273,22 @@ def test_export_and_load_pretrained(tmp_path):
         training.load_pretrained("ellipses_small/lp", weights)
 
 
+def test_init_from_weights_without_a_manifest_starts_and_records_their_checksum(tmp_path):
+    data, validation = _stream()
+    source = tmp_path / "source"
+    training.train(_config(steps=2), source, data=data, validation=validation, log=_quiet)
+    bare = tmp_path / "bare"  # a weights directory with no manifest.json
+    training.export_weights(source, bare)
+    (bare / "manifest.json").unlink()
+    result = training.train(_config(steps=2, init_from=str(bare)), tmp_path / "tuned",
+                            data=data, validation=validation, log=_quiet)
+    assert result.status == "completed"
+    state = json.loads((tmp_path / "tuned" / "checkpoints" / "step-00000000" / "state.json")
+                       .read_text())
+    assert state["init"]["sha256"] == hashlib.sha256((bare / "model.npz").read_bytes()
+                                                     ).hexdigest()
+
+
 def test_init_from_starts_at_the_given_weights_and_records_them(tmp_path):
     data, validation = _stream()
     source = tmp_path / "source"
