@@ -141,6 +141,20 @@ def test_force_replaces_the_outputs_of_a_run_as_a_whole(tmp_path, quick):
                                                "run.json"}
 
 
+def test_the_test_case_ssim_is_also_given_in_the_papers_convention(tmp_path, quick):
+    from lpd import metrics
+
+    row, = reproduce.run("ellipses", "quick", tmp_path / "run", methods=["fbp"],
+                         log=lambda _: None)
+    # The same SSIM at data range 2 (scikit-image's old default for float images)
+    # is higher for the same images: its constants are four times larger.
+    assert row.ssim_test < row.ssim_test_paper <= 1
+    recon = np.load(tmp_path / "run" / "reconstructions.npz")
+    assert row.ssim_test_paper == pytest.approx(
+        metrics.ssim(recon["truth"], recon["fbp"], 2.0), abs=1e-6)
+    assert "paper's convention" in (tmp_path / "run" / "results.md").read_text()
+
+
 def test_a_failed_write_leaves_the_earlier_results_whole(tmp_path, quick, monkeypatch):
     out = tmp_path / "run"
     reproduce.run("ellipses", "quick", out, methods=["fbp"], log=lambda _: None)
