@@ -155,8 +155,7 @@ def simulate(setup: Setup | str, images, rng: np.random.Generator | Sequence[np.
         a Gaussian model.
     """
     setup = _as_setup(setup)
-    if noise is None:
-        noise = noise_model(setup.config.noise)
+    noise = setup.noise if noise is None else noise
     if post_log and not isinstance(noise, PoissonNoise):
         raise ValueError("post_log applies to Poisson (pre-log) noise only")
     images = np.asarray(images, dtype=np.float32)
@@ -164,8 +163,7 @@ def simulate(setup: Setup | str, images, rng: np.random.Generator | Sequence[np.
         raise ValueError(f"expected images of shape (batch, height, width), got {images.shape}")
     if not np.all(np.isfinite(images)):
         raise ValueError("images contain NaN or infinite values")
-    op = setup.ray_trafo if noise.input == "ray_trafo" else setup.operator
-    clean = forward_project(op, images)
+    clean = forward_project(setup.noise_input(noise), images)
     if isinstance(rng, np.random.Generator):
         data = noise(clean, rng)
     else:
@@ -578,8 +576,7 @@ def training_pairs(setup: Setup | str, source: ImageSource, batch_size: int, see
     batch_size = int(batch_size)
     if int(start) < 0:
         raise ValueError(f"start must be >= 0, got {start}")
-    if noise is None:
-        noise = noise_model(setup.config.noise)
+    noise = setup.noise if noise is None else noise
     if post_log and not isinstance(noise, PoissonNoise):
         raise ValueError("post_log applies to Poisson (pre-log) noise only")
     if augment is not None and augment not in AUGMENTATIONS:
@@ -590,7 +587,7 @@ def training_pairs(setup: Setup | str, source: ImageSource, batch_size: int, see
     # Build the system matrix now, not in the first pipeline call.
     from lpd.physics.projector import projector
 
-    projector(setup.ray_trafo if noise.input == "ray_trafo" else setup.operator, _MATRIX_BUDGET)
+    projector(setup.noise_input(noise), _MATRIX_BUDGET)
 
     range_shape = tuple(setup.operator.range.shape)
     image_shape = tuple(setup.space.shape)

@@ -237,18 +237,15 @@ class Reconstructor(abc.ABC):
     def __init__(self, setup, *, post_log: bool = False):
         self.setup = operators.as_setup(setup)
         self.noise = self.setup.config.noise
-        if post_log and self.noise.kind != "poisson":
-            raise ValueError("post_log applies to set-ups with Poisson (pre-log) noise only")
         self.post_log = bool(post_log)
+        self._data_model = self.setup.data_model(self.post_log)
         self.data_shape = tuple(self.setup.operator.range.shape)
         self.image_shape = tuple(self.setup.space.shape)
 
     @property
     def data_model(self) -> str:
         """``"linear"`` (Gaussian), ``"prelog"`` or ``"postlog"`` (Poisson set-ups)."""
-        if self.noise.kind == "gaussian":
-            return "linear"
-        return "postlog" if self.post_log else "prelog"
+        return self._data_model
 
     @property
     def params(self) -> dict:
@@ -285,15 +282,14 @@ class Reconstructor(abc.ABC):
         return data
 
     def line_integrals(self, data: np.ndarray) -> np.ndarray:
-        """Post-log data of a Poisson set-up: ``-log(max(y, 1 / N0)) / mu``.
+        """Post-log data of a Poisson set-up: ``-log(max(y, 1 / N0)) / mu`` (`Setup.post_log`).
 
         Rays that no photon reached are clamped to one photon, as the original did,
         so the result is finite.
         """
         if self.data_model != "prelog":
             return data
-        floor = 1.0 / self.noise.photons
-        return (-np.log(np.maximum(data, floor)) / self.noise.mu).astype(np.float32)
+        return self.setup.post_log(data)
 
     def __call__(self, data) -> np.ndarray:
         """Reconstruct one image from one data array (see `check_data`)."""

@@ -60,7 +60,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lpd.physics.bridge import PreLogForward, TFOperator
+from lpd.physics.bridge import PreLogForward, TFOperator, post_log, tf_norm
 
 __all__ = [
     "UnrolledReconstructor",
@@ -109,10 +109,9 @@ def _operator_from_setup(setup: Any, backend: str) -> TFOperator:
         )
     from lpd.config import from_dict
     from lpd.physics import operators
-    from lpd.physics.bridge import as_tf_operator
 
     name = from_dict(setup) if isinstance(setup, dict) else setup
-    return as_tf_operator(operators.get_setup(name).operator, backend=backend)
+    return operators.get_setup(name).tf_operator(backend)
 
 
 def _from_config(cls, config: dict, operator: TFOperator | None):
@@ -146,65 +145,35 @@ def _check_operator(operator: Any) -> TFOperator:
     return operator
 
 
-# exp(20) = 4.9e8: far above any physical photon fraction (at most 1), far
-# below float32's overflow, which early in training an unconstrained primal
-# iterate can otherwise reach, and inf * 0 then gives the NaN losses reported
-# against the original code (learned_primal_dual issues #9, #11, #13).
-_MAX_EXPONENT = 20.0
-
-
 class _Physics:
-    """The data model an unrolled scheme evaluates: linear ``A`` or pre-log ``exp(-mu A)``.
+    """The data model an unrolled scheme evaluates: linear ``A`` or pre-log ``T = exp(-mu A)``.
 
     ``forward(f)`` is what the dual step sees; ``derivative_adjoint(f, h, tf_)``
     is what the primal step sees, with ``tf_ = T(f)`` passed in when it is
     already known so that the pre-log model does not apply ``A`` twice at the
     same point. For the linear model that is ``A^* h``. For the pre-log model
-    it is ``[dT(f)]^*(h) / (mu ||A||) = A^*(-T(f) h) / ||A||``: the derivative's
-    adjoint rescaled by a constant so that its size does not depend on the
-    units of ``A``. Unscaled, the human set-ups' ``A`` (norm about 260 on
-    ``human_small``) made the first primal update so large that the second
-    iteration's ``exp`` overflowed and the loss of the very first training step
-    was 5e32. The constant changes no information the network sees. The
-    pre-log forward model has its exponent capped at `_MAX_EXPONENT`, which
-    leaves every physical value (``A f >= 0``) unchanged.
+    (`lpd.physics.bridge.PreLogForward`) it is ``[dT(f)]^*(h) / (mu ||A||) =
+    A^*(-T(f) h) / ||A||``: the derivative's adjoint rescaled by a constant so
+    that its size does not depend on the units of ``A``. Unscaled, the human
+    set-ups' ``A`` (norm about 260 on ``human_small``) made the first primal
+    update so large that the second iteration's ``exp`` overflowed and the loss
+    of the very first training step was 5e32. The constant changes no
+    information the network sees.
     """
 
     def __init__(self, operator: TFOperator, prelog_mu: float | None):
         self.operator = operator
         self.prelog = None if prelog_mu is None else PreLogForward(operator, prelog_mu)
-        self.adjoint_scale = None if prelog_mu is None else 1.0 / _power_norm(operator)
+        self.adjoint_scale = None if prelog_mu is None else 1.0 / tf_norm(operator)
 
     def forward(self, f: tf.Tensor) -> tf.Tensor:
-        if self.prelog is None:
-            return self.operator(f)
-        return tf.exp(tf.minimum(-self.prelog.mu * self.operator(f), _MAX_EXPONENT))
+        return self.operator(f) if self.prelog is None else self.prelog(f)
 
     def derivative_adjoint(self, f: tf.Tensor, h: tf.Tensor,
                            forward_at_f: tf.Tensor | None = None) -> tf.Tensor:
         if self.prelog is None:
             return self.operator.adjoint(h)
-        if forward_at_f is None:
-            forward_at_f = self.forward(f)
-        return self.operator.adjoint(-self.adjoint_scale * forward_at_f * h)
-
-
-def _power_norm(operator, iterations: int = 20) -> float:
-    """``||A||`` by the power method on ``A^* A``, from a constant image (deterministic).
-
-    A lower bound that converges from below; 20 iterations are within 1 % on
-    the ray transforms here, which is all `_Physics` needs of it.
-    """
-    x = tf.ones((1, *operator.domain_shape, 1), tf.float32)
-    norm = 0.0
-    for _ in range(iterations):
-        x = x / tf.norm(x)
-        ata_x = operator.adjoint(operator(x))
-        norm = float(tf.sqrt(tf.norm(ata_x)))
-        x = ata_x
-    if not math.isfinite(norm) or norm <= 0:
-        raise ValueError(f"could not estimate the operator's norm (got {norm})")
-    return norm
+        return self.prelog.derivative(f, forward_at_f, factor=-self.adjoint_scale).adjoint(h)
 
 
 def _smoothness_gradient(f: tf.Tensor) -> tf.Tensor:
@@ -342,7 +311,7 @@ class FilteredBackProjection(keras.layers.Layer):
 
     def call(self, y: tf.Tensor) -> tf.Tensor:
         if self.prelog_mu is not None:
-            y = -tf.math.log(tf.maximum(y, self.eps)) / self.prelog_mu
+            y = post_log(y, self.prelog_mu, self.eps)
         return self.scale * self._filtered_backprojection(y)
 
     def compute_output_shape(self, input_shape):

@@ -169,7 +169,8 @@ class PoissonNoise:
         ValueError
             For NaN or infinite values, or negative counts.
         """
-        y = _as_float_array(y, "pre-log data")
+        # float32 throughout: the reconstructors and the pipelines give the same bits.
+        y = _as_float_array(y, "pre-log data").astype(np.float32)
         if np.any(y < 0):
             raise ValueError(f"pre-log data must be >= 0 (photon fractions), min is {y.min()}")
         if not min_photons > 0:

@@ -44,6 +44,7 @@ del _print_options
 
 __all__ = [
     "SETUPS",
+    "DATA_MODELS",
     "as_config",
     "as_setup",
     "Setup",
@@ -213,9 +214,23 @@ def operator_norm(op, maxiter: int = 100, seed: int = 0) -> float:
     return float(odl.power_method_opnorm(op, xstart=xstart, maxiter=maxiter))
 
 
+#: How an experiment's data relate to the image: ``"linear"`` (``y = A x`` plus
+#: noise), ``"prelog"`` (photon fractions ``exp(-mu A x)`` with Poisson noise) or
+#: ``"postlog"`` (their logarithm, ``-log(y) / mu``, taken as linear data).
+DATA_MODELS = ("linear", "prelog", "postlog")
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Setup:
-    """A problem built from its configuration.
+    """The forward model of an experiment, built from its configuration.
+
+    Every method, classical or learned, and every data pipeline receives one of
+    these; none builds a geometry. Besides the ODL objects it carries each face
+    of the physics, each written once in `lpd.physics`: the numpy face of the
+    operator (`numpy`, `lpd.physics.projector`), its TensorFlow face
+    (`tf_operator`, `lpd.physics.bridge`), its norm, the noise model
+    (`noise`), the data model (`data_model`), the post-log transform
+    (`post_log`) and the non-linear pre-log model (`prelog_forward`).
 
     Attributes
     ----------
@@ -245,6 +260,77 @@ class Setup:
     def data_space(self) -> odl.DiscretizedSpace:
         """The range of the forward operator (the sinogram space)."""
         return self.operator.range
+
+    @functools.cached_property
+    def noise(self):
+        """The noise model (`lpd.physics.noise.GaussianNoise` or ``PoissonNoise``)."""
+        from lpd.physics.noise import noise_model
+
+        return noise_model(self.config.noise)
+
+    def noise_input(self, noise=None) -> odl.Operator:
+        """The operator whose output a noise model takes: ``A`` for Poisson, `operator` else."""
+        noise = self.noise if noise is None else noise
+        return self.ray_trafo if noise.input == "ray_trafo" else self.operator
+
+    @property
+    def numpy(self):
+        """The numpy face of `operator`: ``W x`` and ``W^T y`` on batches (`Projector`)."""
+        from lpd.physics.projector import projector
+
+        return projector(self.operator)
+
+    def tf_operator(self, backend: str = "auto"):
+        """The TensorFlow face of `operator` (`lpd.physics.bridge.as_tf_operator`), one per back-end."""
+        faces = self.__dict__.setdefault("_tf_faces", {})
+        if backend not in faces:
+            from lpd.physics.bridge import as_tf_operator
+
+            faces[backend] = as_tf_operator(self.operator, backend=backend)
+        return faces[backend]
+
+    def data_model(self, post_log: bool = False, requested: str = "auto") -> str:
+        """How a method takes this experiment's data: one of `DATA_MODELS`.
+
+        ``post_log`` says the data were converted with `post_log` (Poisson
+        set-ups only). ``requested`` is a method's own choice: ``"auto"`` follows
+        the data, ``"linear"`` treats any data as linear, ``"prelog"`` insists on
+        the pre-log model.
+
+        Raises
+        ------
+        ValueError
+            ``post_log`` for Gaussian noise, or ``"prelog"`` where the data are
+            not pre-log.
+        """
+        poisson = self.config.noise.kind == "poisson"
+        if post_log and not poisson:
+            raise ValueError("post_log applies to set-ups with Poisson (pre-log) noise only")
+        if requested not in ("auto", "linear", "prelog"):
+            raise ValueError(f"unknown data model {requested!r}; choose auto, linear or prelog")
+        if requested == "prelog":
+            if not poisson:
+                raise ValueError(f"data_model='prelog' needs a Poisson set-up, "
+                                 f"not {self.config.name!r}")
+            if post_log:
+                raise ValueError("data_model='prelog' contradicts post_log=True")
+        if requested == "linear" or not poisson:
+            return "linear"
+        return "postlog" if post_log else "prelog"
+
+    def post_log(self, data) -> np.ndarray:
+        """Post-log data ``-log(max(y, 1 / N0)) / mu`` of pre-log data (`PoissonNoise.post_log`)."""
+        if self.config.noise.kind != "poisson":
+            raise ValueError(f"{self.config.name!r} has Gaussian noise: its data are not pre-log")
+        return self.noise.post_log(data)
+
+    def prelog_forward(self, backend: str = "auto"):
+        """The pre-log model ``exp(-mu A x)`` in TensorFlow (`lpd.physics.bridge.PreLogForward`)."""
+        if self.config.noise.kind != "poisson":
+            raise ValueError(f"{self.config.name!r} has Gaussian noise: no pre-log model")
+        from lpd.physics.bridge import PreLogForward
+
+        return PreLogForward(self.tf_operator(backend), self.config.noise.mu)
 
 
 @functools.lru_cache(maxsize=16)

@@ -135,19 +135,26 @@ def projector(op, memory_budget: float = DEFAULT_MEMORY_BUDGET) -> Projector:
         return made
 
 
-def power_norm(normal: Callable[[np.ndarray], np.ndarray], shape, n_iter: int,
-               seed: int = 0) -> float:
+def power_norm(normal: Callable, shape_or_start, n_iter: int, seed: int = 0,
+               norm: Callable = np.linalg.norm) -> float:
     """``sqrt`` of the largest eigenvalue of ``normal`` (a map ``K^T K``), from below.
 
-    The power method from a seeded Gaussian start, in float32; the estimate
-    converges from below, so callers that need an upper bound add a margin.
+    The power method, written once for every face of an operator: ``normal``
+    maps arrays (numpy, or TensorFlow tensors with ``norm=tf.norm``) to arrays
+    of the same kind. It starts from ``shape_or_start``: a shape (a seeded
+    float32 Gaussian start) or the start array itself. The estimate converges
+    from below, so callers that need an upper bound add a margin.
     """
-    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    x /= np.linalg.norm(x)
+    if isinstance(shape_or_start, tuple | list):
+        start = np.random.default_rng(seed).standard_normal(
+            tuple(shape_or_start)).astype(np.float32)
+    else:
+        start = shape_or_start
+    x = start / norm(start)
     value = 0.0
     for _ in range(n_iter):
         z = normal(x)
-        value = float(np.linalg.norm(z))
+        value = float(norm(z))
         if value == 0.0:
             return 0.0
         x = z / value

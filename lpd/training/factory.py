@@ -77,19 +77,6 @@ def _is_poisson(setup: str | ProblemConfig) -> bool:
     return setup in SETUPS and SETUPS[setup].noise.kind == "poisson"
 
 
-def _prelog_mu(network: NetworkConfig, problem: ProblemConfig, post_log: bool) -> float | None:
-    if network.data_model == "linear":
-        return None
-    poisson = problem.noise.kind == "poisson"
-    if network.data_model == "prelog":
-        if not poisson:
-            raise ValueError(f"data_model='prelog' needs a Poisson set-up, not {problem.name!r}")
-        if post_log:
-            raise ValueError("data_model='prelog' contradicts post_log=True")
-        return problem.noise.mu
-    return problem.noise.mu if poisson and not post_log else None
-
-
 def build_model(network: NetworkConfig, setup: str | ProblemConfig = "ellipses", *,
                 operator=None, backend: str = "auto", post_log: bool = False) -> keras.Model:
     """Build the model a `NetworkConfig` describes, for a set-up.
@@ -115,10 +102,9 @@ def build_model(network: NetworkConfig, setup: str | ProblemConfig = "ellipses",
     """
     problem = operators.as_setup(setup)
     if operator is None:
-        from lpd.physics.bridge import as_tf_operator
-
-        operator = as_tf_operator(problem.operator, backend=backend)
-    mu = _prelog_mu(network, problem.config, post_log)
+        operator = problem.tf_operator(backend)
+    data_model = problem.data_model(post_log, network.data_model)
+    mu = problem.config.noise.mu if data_model == "prelog" else None
     common = {"setup": setup, "operator_backend": backend, "prelog_mu": mu}
     fbp = {"fbp_filter": network.fbp_filter,
            "fbp_frequency_scaling": network.fbp_frequency_scaling}
