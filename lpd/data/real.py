@@ -51,7 +51,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lpd.config import NoiseConfig, ProblemConfig
+from lpd.config import SETUPS, ProblemConfig
 from lpd.data.pipelines import DataError, DataSourceMissing, ImageSet
 
 __all__ = [
@@ -659,7 +659,7 @@ def mayo_slices(directory: str | os.PathLike, grid: Any = "human", *,
 # LoDoPaB-CT
 # ---------------------------------------------------------------------------
 
-LODOPAB_MU_MAX = 81.35858
+LODOPAB_MU_MAX = SETUPS["lodopab"].noise.mu
 """Attenuation (per m) that LoDoPaB-CT's ground truth divides by (3071 HU)."""
 
 _LODOPAB_SHAPES = {"ground_truth": (362, 362), "observation": (1000, 513)}
@@ -672,7 +672,7 @@ _LODOPAB_HOW = (
 
 
 def lodopab_problem() -> ProblemConfig:
-    """The problem of LoDoPaB-CT, for `lpd.operators.get_setup`.
+    """The problem of LoDoPaB-CT: ``lpd.operators.SETUPS["lodopab"]``.
 
     362 x 362 pixels on ``[-0.13, 0.13]^2`` m, parallel beam, 1000 angles on
     ``[0, pi)``, 513 detector pixels (ODL's ``parallel_beam_geometry``), pre-log
@@ -686,11 +686,7 @@ def lodopab_problem() -> ProblemConfig:
     Leuschner J, Schmidt M, Otero Baguer D, Maass P. LoDoPaB-CT, a benchmark
     dataset for low-dose computed tomography reconstruction. Sci. Data 8, 2021.
     """
-    return ProblemConfig(
-        name="lodopab", shape=(362, 362), min_pt=(-0.13, -0.13), max_pt=(0.13, 0.13),
-        beam="parallel", num_angles=1000, det_shape=513, normalize=False,
-        noise=NoiseConfig(kind="poisson", mu=LODOPAB_MU_MAX, photons=4096.0),
-    )
+    return SETUPS["lodopab"]
 
 
 class LoDoPaB:

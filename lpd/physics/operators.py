@@ -13,6 +13,7 @@ name                image       beam          angles   noise
 ``ellipses_small``  64 x 64     parallel      30       5 % Gaussian, ``A / ||A||``
 ``human``           512 x 512   fan (flat)    1000     pre-log Poisson, mu 0.02, N0 1e4
 ``human_small``     128 x 128   fan (flat)    128      pre-log Poisson, mu 0.02, N0 1e4
+``lodopab``         362 x 362   parallel      1000     LoDoPaB-CT's: Poisson, N0 4096
 ==================  ==========  ============  =======  ==================================
 
 References
@@ -25,14 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import threading
 import weakref
 
 import numpy as np
 import scipy.sparse as sp
 
-from lpd.config import NoiseConfig, ProblemConfig
+from lpd.config import SETUPS, ProblemConfig
 
 # Importing ODL changes numpy's print options for the whole process; undo that.
 _print_options = np.get_printoptions()
@@ -62,64 +62,6 @@ __all__ = [
 ]
 
 
-SETUPS: dict[str, ProblemConfig] = {
-    "ellipses": ProblemConfig(
-        name="ellipses",
-        shape=(128, 128),
-        min_pt=(-64.0, -64.0),
-        max_pt=(64.0, 64.0),
-        beam="parallel",
-        num_angles=30,
-        normalize=True,
-        noise=NoiseConfig(kind="gaussian", relative_std=0.05),
-    ),
-    "ellipses_small": ProblemConfig(
-        name="ellipses_small",
-        shape=(64, 64),
-        min_pt=(-32.0, -32.0),
-        max_pt=(32.0, 32.0),
-        beam="parallel",
-        num_angles=30,
-        normalize=True,
-        noise=NoiseConfig(kind="gaussian", relative_std=0.05),
-    ),
-    "human": ProblemConfig(
-        name="human",
-        shape=(512, 512),
-        min_pt=(-128.0, -128.0),
-        max_pt=(128.0, 128.0),
-        weighting=1.0,
-        beam="fan",
-        num_angles=1000,
-        angle_range=(0.0, 2 * math.pi),
-        det_shape=1000,
-        det_min=-360.0,
-        det_max=360.0,
-        src_radius=500.0,
-        det_radius=500.0,
-        normalize=False,
-        noise=NoiseConfig(kind="poisson", mu=0.02, photons=1e4),
-    ),
-    # Same physical extent, scanner radii, mu and dose as "human": 2 mm pixels
-    # and a detector pixel of about 1.9 mm at the rotation centre.
-    "human_small": ProblemConfig(
-        name="human_small",
-        shape=(128, 128),
-        min_pt=(-128.0, -128.0),
-        max_pt=(128.0, 128.0),
-        weighting=1.0,
-        beam="fan",
-        num_angles=128,
-        angle_range=(0.0, 2 * math.pi),
-        det_shape=192,
-        det_min=-360.0,
-        det_max=360.0,
-        src_radius=500.0,
-        det_radius=500.0,
-        normalize=False,
-        noise=NoiseConfig(kind="poisson", mu=0.02, photons=1e4),
-    ),
-}
 
 
 def constant_weighting(space) -> float:
@@ -281,7 +223,10 @@ class Setup:
         return projector(self.operator)
 
     def tf_operator(self, backend: str = "auto"):
-        """The TensorFlow face of `operator` (`lpd.physics.bridge.as_tf_operator`), one per back-end."""
+        """The TensorFlow face of `operator` (`lpd.physics.bridge.as_tf_operator`).
+
+        Built once per back-end and shared by every model of the set-up.
+        """
         faces = self.__dict__.setdefault("_tf_faces", {})
         if backend not in faces:
             from lpd.physics.bridge import as_tf_operator
