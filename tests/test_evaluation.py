@@ -41,8 +41,8 @@ def test_evaluate_classical_reconstructor(small_set):
     assert result.params["filter_type"] == "Hann" and result.data_range == 1.0
     assert result.runtime_ms > 0
     row = result.row()
-    assert json.loads(row["settings"])["frequency_scaling"] == 0.8
-    assert row["n_samples"] == 2
+    assert json.loads(row.settings)["frequency_scaling"] == 0.8
+    assert row.n_samples == 2 and row.method == "FBP"
 
 
 class _Batched:

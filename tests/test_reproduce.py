@@ -76,7 +76,7 @@ def test_classical_table_files_and_values(tmp_path, quick):
     table = _read_csv(out / "results.csv")
     assert tuple(table[0]) == reproduce.COLUMNS
     fbp = table[0]
-    assert fbp["method"] == "fbp" and int(fbp["n_held_out"]) == 3 and int(fbp["n_test"]) == 1
+    assert fbp["method"] == "fbp" and int(fbp["n_samples"]) == 3 and int(fbp["n_test"]) == 1
     assert float(fbp["paper_psnr"]) == 19.75
     # The FBP of the Shepp-Logan test case is far from perfect but not garbage.
     assert 15 < float(fbp["psnr_test"]) < 25
@@ -121,7 +121,7 @@ def test_users_images_replace_the_held_out_set(tmp_path, quick):
     np.save(path, images)
     rows = reproduce.run("ellipses", "quick", tmp_path / "run", methods=["fbp"],
                          images=path, log=lambda _: None)
-    assert rows[0].n_held_out == 2 and rows[0].psnr_test is None
+    assert rows[0].n_samples == 2 and rows[0].psnr_test is None
     assert rows[0].psnr > 15
 
 

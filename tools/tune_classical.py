@@ -15,6 +15,7 @@ slices of the head CT), which ``--table out/x.csv`` also writes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import shlex
 import sys
@@ -138,7 +139,8 @@ def main(argv=None):
               "seed": args.seed, "data_range": args.data_range, "criterion": "mean PSNR",
               "fbp": fbp.to_dict(), "tv": tv.to_dict(), "tv_convergence": record,
               "tikhonov": tik.to_dict(),
-              "test": [r.row() | {"psnr_per_image": list(r.psnr)} for r in results]}
+              "test": [dataclasses.asdict(r.row()) | {"psnr_per_image": list(r.psnr)}
+                       for r in results]}
     print("wrote", classical.save_params(params, out, search, overwrite=args.overwrite))
     if args.table:
         print("wrote", *evaluation.write_results(results, args.table, overwrite=args.overwrite,

@@ -11,6 +11,7 @@ The names of `lpd.evaluation.scoring` are available here.
 from lpd.evaluation.scoring import (  # noqa: F401
     COLUMNS,
     EvaluationResult,
+    ResultRow,
     __all__,  # noqa: F401
     csv_text,
     evaluate,

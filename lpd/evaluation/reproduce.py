@@ -198,30 +198,9 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
-@dataclasses.dataclass
-class Row:
-    """One line of ``results.csv`` (`COLUMNS` in order)."""
-
-    method: str
-    name: str
-    psnr: float | None = None
-    psnr_std: float | None = None
-    ssim: float | None = None
-    ssim_std: float | None = None
-    n_held_out: int | None = None
-    psnr_test: float | None = None
-    ssim_test: float | None = None
-    ssim_test_paper: float | None = None
-    n_test: int | None = None
-    runtime_ms: float | None = None
-    parameters: int | None = None
-    paper_psnr: float | None = None
-    paper_ssim: float | None = None
-    training: str = ""
-    settings: str = ""
-
-
-COLUMNS = tuple(f.name for f in dataclasses.fields(Row))
+#: One line of ``results.csv``: the one results schema of lpd.
+Row = evaluation.ResultRow
+COLUMNS = evaluation.COLUMNS
 
 
 # ---------------------------------------------------------------------------
@@ -619,11 +598,7 @@ def run(experiment: str, preset: str = "default", out: str | os.PathLike | None 
         held = evaluation.evaluate(method, held_data, held_images, name=name,
                                    repeats=timing["repeats"], warmup=timing["warmup"],
                                    progress=progress, keep_images=user_images is not None)
-        row = Row(method=key, name=name, psnr=held.psnr_mean, psnr_std=held.psnr_std,
-                  ssim=held.ssim_mean, ssim_std=held.ssim_std, n_held_out=held.n_samples,
-                  runtime_ms=held.runtime_ms, parameters=held.n_parameters,
-                  training=trainings.get(key, ""),
-                  settings=json.dumps(held.params, sort_keys=True, default=str))
+        row = held.row(method=key, name=name, training=trainings.get(key, ""))
         if test_data is not None:
             test = evaluation.evaluate(method, test_data, test_images, name=name, timed=False,
                                        keep_images=True)
@@ -677,7 +652,7 @@ def _write_outputs(out: Path, spec: Experiment, rows: list[Row], meta: dict,
     stage.mkdir()
     try:
         atomic_write(stage / "results.csv",
-                     evaluation.csv_text((dataclasses.asdict(r) for r in rows), COLUMNS))
+                     evaluation.csv_text(rows))
         atomic_write(stage / "results.md", _markdown_text(rows, spec, meta))
         names = {METHOD_NAMES[k]: v for k, v in recons.items()}
         figures.reconstruction_figure(

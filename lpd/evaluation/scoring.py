@@ -44,10 +44,60 @@ import numpy as np
 from lpd import metrics
 from lpd.io import atomic_write
 
-__all__ = ["EvaluationResult", "evaluate", "write_results", "csv_text", "COLUMNS"]
+__all__ = ["EvaluationResult", "ResultRow", "evaluate", "write_results", "csv_text", "COLUMNS"]
 
-COLUMNS = ("method", "psnr", "psnr_std", "ssim", "ssim_std", "runtime_ms", "parameters",
-           "n_samples", "data_range", "settings")
+
+@dataclasses.dataclass
+class ResultRow:
+    """One line of every results table of lpd (`COLUMNS` in order).
+
+    `EvaluationResult.row` fills the scores of one data set; an experiment
+    (`lpd.evaluation.reproduce`) adds its test case, the paper's figures and
+    how the model was trained. Empty cells are ``None``.
+
+    Attributes
+    ----------
+    method, name : str
+        The method's key (e.g. ``"lpd"``) and its display name.
+    psnr, psnr_std, ssim, ssim_std : float
+        Mean and standard deviation over the ``n_samples`` scored samples
+        (the held-out set of an experiment).
+    psnr_test, ssim_test, ssim_test_paper, n_test
+        An experiment's test case (Shepp-Logan, say); ``ssim_test_paper`` in the
+        paper's convention (data range 2).
+    runtime_ms : float
+        Median time of one reconstruction.
+    parameters : int
+        Trained parameters.
+    data_range : float
+        Data range of PSNR and SSIM.
+    paper_psnr, paper_ssim : float
+        The paper's figures for the test case.
+    training, settings : str
+        How the model was trained; the method's settings (JSON).
+    """
+
+    method: str
+    name: str = ""
+    psnr: float | None = None
+    psnr_std: float | None = None
+    ssim: float | None = None
+    ssim_std: float | None = None
+    n_samples: int | None = None
+    psnr_test: float | None = None
+    ssim_test: float | None = None
+    ssim_test_paper: float | None = None
+    n_test: int | None = None
+    runtime_ms: float | None = None
+    parameters: int | None = None
+    data_range: float | None = None
+    paper_psnr: float | None = None
+    paper_ssim: float | None = None
+    training: str = ""
+    settings: str = ""
+
+
+COLUMNS = tuple(f.name for f in dataclasses.fields(ResultRow))
 """Columns of the results table, in order."""
 
 
@@ -95,9 +145,9 @@ class EvaluationResult:
         """Number of samples scored."""
         return len(self.psnr)
 
-    def row(self) -> dict:
-        """One row of the results table (`COLUMNS`)."""
-        return {
+    def row(self, **columns) -> ResultRow:
+        """This result as a row of the results table; ``columns`` fill the others."""
+        return ResultRow(**{
             "method": self.method,
             "psnr": self.psnr_mean,
             "psnr_std": self.psnr_std,
@@ -108,7 +158,7 @@ class EvaluationResult:
             "n_samples": self.n_samples,
             "data_range": self.data_range,
             "settings": json.dumps(self.params, sort_keys=True, default=_jsonable),
-        }
+        } | columns)
 
 
 def _jsonable(value):
@@ -265,10 +315,12 @@ def evaluate(reconstructor: Callable | Any, data, truth, *, name: str | None = N
 # The results table
 # ---------------------------------------------------------------------------
 
-def _rows(results: Sequence[EvaluationResult | dict]) -> list[dict]:
+def _rows(results: Sequence[EvaluationResult | ResultRow | dict]) -> list[dict]:
     rows = []
     for result in results:
-        row = result.row() if isinstance(result, EvaluationResult) else dict(result)
+        if isinstance(result, EvaluationResult):
+            result = result.row()
+        row = dataclasses.asdict(result) if isinstance(result, ResultRow) else dict(result)
         unknown = set(row) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown columns {sorted(unknown)}; the table has {COLUMNS}")
@@ -285,6 +337,8 @@ def csv_text(rows: Iterable[dict], columns: Sequence[str] = COLUMNS) -> str:
     writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     for row in rows:
+        if isinstance(row, ResultRow):
+            row = dataclasses.asdict(row)
         writer.writerow({k: "" if v is None else v for k, v in row.items()})
     return out.getvalue()
 
@@ -323,13 +377,14 @@ def _markdown_text(rows: list[dict], title: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(results: Sequence[EvaluationResult | dict], path: str | os.PathLike, *,
-                  title: str | None = None, overwrite: bool = False) -> tuple[Path, Path]:
+def write_results(results: Sequence[EvaluationResult | ResultRow | dict],
+                  path: str | os.PathLike, *, title: str | None = None,
+                  overwrite: bool = False) -> tuple[Path, Path]:
     """Write the results table as CSV and Markdown.
 
     Parameters
     ----------
-    results : sequence of EvaluationResult or dict
+    results : sequence of EvaluationResult, ResultRow or dict
         One row per method (dicts with keys from `COLUMNS`).
     path : path
         The CSV file, e.g. ``out/results.csv``; the Markdown table goes beside
