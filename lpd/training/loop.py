@@ -479,12 +479,39 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
             print(line, flush=True)
 
     out = Path(out_dir)
+    config, init = _checked_config(config, out, resume, force, data, log)
+    run = _Run.open(config, out, resume, init, validation, strategy, log)
+    status, last_checkpoint = run.loop(data, max_seconds)
+    if last_checkpoint is None or last_checkpoint.name != checkpoint_name(run.step):
+        last_checkpoint = run.save(run.step, None)
+    state = run.state
+    best = run.checkpoints.root / state["best"] if state["best"] else None
+    if status == "completed":
+        log(f"done: {run.step} steps; best validation PSNR {state['best_psnr']:.2f} dB at step "
+            f"{state['best_step']} ({best})")
+    else:
+        log(f"stopped ({status}) at step {run.step}; resume with `lpd train --resume --out "
+            f"{out}` or train(..., resume=True) (checkpoint {last_checkpoint})")
+    return TrainResult(model=run.model, status=status, step=run.step, out_dir=out,
+                       checkpoint=last_checkpoint, best_checkpoint=best,
+                       best_psnr=state["best_psnr"], history=run.history)
+
+
+def _checked_config(config: TrainingConfig | None, out: Path, resume: bool, force: bool,
+                    data: Any, log: Callable[[str], None]) -> tuple[TrainingConfig, tuple | None]:
+    """The run's configuration (the saved one on resume) and its starting weights.
+
+    The weights are ``(directory, record)`` from `init_source`, or ``None``.
+
+    Everything that can be refused is refused here, before anything is
+    deleted or written; then the output directory is made ready.
+    """
     init = None
     if config is not None and config.init_from is not None and not resume:
         # Checked before anything is deleted or written: a bad source leaves no
         # trace, and --force cannot delete the weights it is asked to start from.
-        init_dir, init = init_source(config)
-        source = init_dir.resolve()
+        init = init_source(config)
+        source = init[0].resolve()
         if out.resolve() in (source, *source.parents):
             raise ValueError(f"init_from {config.init_from!r} lies inside the output directory "
                              f"{out}; copy the weights elsewhere or train into another directory")
@@ -493,34 +520,95 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
         _refuse_augment_with_data(config, data)  # before --force deletes anything
     config = _prepare_out_dir(out, config, resume, force, log)
     _refuse_augment_with_data(config, data)  # the saved configuration of a resumed run
-    checkpoints = Checkpoints(out / "checkpoints", config.keep_checkpoints)
-    latest, saved_state = checkpoints.latest_sound(log) if resume else (None, None)
-    if config.init_from is not None and latest is None and init is None:
-        init_dir, init = init_source(config)  # a resumed run that had no checkpoint yet
-    out.mkdir(parents=True, exist_ok=True)
-    config_json = to_json(config)
-    write_text(out / "config.json", config_json)
+    return config, init
 
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
 
-    setup = operators.as_setup(config.setup)
-    strategy = strategy or _strategy(config.distribute)
-    with strategy.scope():
-        model = build_model(config.network, config.setup, backend=config.operator_backend,
-                            post_log=config.post_log)
-        schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate,
-                                                          decay_steps=config.steps, alpha=0.0)
-        # No clipping here: the step clips the gradient summed over devices.
-        optimizer = keras.optimizers.Adam(learning_rate=schedule, beta_2=config.beta_2)
-        optimizer.build(model.trainable_variables)
-    precision = networks.set_precision(model, config.precision)
+class _Run:
+    """One training run: its model, optimiser, state and outputs, opened by `_Run.open`.
 
-    state = {"step": 0, "batches": 0, "best_psnr": -math.inf, "best": None,
-             "best_step": None, "training_seconds": 0.0, "init": None,
-             "precision": precision}
-    if latest is not None:
+    ``state`` is what a checkpoint saves besides the weights: the step, the
+    batches drawn from the data stream, the best validation so far, the
+    training time, the starting weights and the precision.
+    """
+
+    def __init__(self, config, out, setup, model, optimizer, schedule, state, history,
+                 checkpoints, latest, strategy, validation, log):
+        self.config, self.out, self.setup, self.log = config, out, setup, log
+        self.latest = latest  # the checkpoint resumed from
+        self.model, self.optimizer, self.schedule = model, optimizer, schedule
+        self.state, self.history, self.checkpoints = state, history, checkpoints
+        self.strategy = strategy
+        self.config_json = to_json(config)
+        self.val_data, self.val_images = _validation_set(config, setup, validation)
+        # Validation in chunks of the batch size: one traced shape, as in training.
+        self.reconstruct = networks.NetworkReconstructor(model, chunk=max(1, config.batch_size))
+        self.writer = tf.summary.create_file_writer(str(out / "tensorboard"))
+        self.started = time.perf_counter()
+        self.previous_seconds = state["training_seconds"]
+
+    @property
+    def step(self) -> int:
+        return self.state["step"]
+
+    @classmethod
+    def open(cls, config: TrainingConfig, out: Path, resume: bool, init: tuple | None,
+             validation, strategy, log) -> _Run:
+        """Build the model and optimiser; restore the last sound checkpoint on resume.
+
+        ``init`` is ``(directory, record)`` of the starting weights (`init_source`).
+        """
+        checkpoints = Checkpoints(out / "checkpoints", config.keep_checkpoints)
+        latest, saved_state = checkpoints.latest_sound(log) if resume else (None, None)
+        if config.init_from is not None and latest is None and init is None:
+            init = init_source(config)  # a resumed run that had no checkpoint yet
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "config.json", to_json(config))
+
+        keras.utils.set_random_seed(config.seed)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+
+        setup = operators.as_setup(config.setup)
+        strategy = strategy or _strategy(config.distribute)
+        with strategy.scope():
+            model = build_model(config.network, config.setup,
+                                backend=config.operator_backend, post_log=config.post_log)
+            schedule = keras.optimizers.schedules.CosineDecay(
+                config.learning_rate, decay_steps=config.steps, alpha=0.0)
+            # No clipping here: the step clips the gradient summed over devices.
+            optimizer = keras.optimizers.Adam(learning_rate=schedule, beta_2=config.beta_2)
+            optimizer.build(model.trainable_variables)
+        precision = networks.set_precision(model, config.precision)
+
+        state = {"step": 0, "batches": 0, "best_psnr": -math.inf, "best": None,
+                 "best_step": None, "training_seconds": 0.0, "init": None,
+                 "precision": precision}
+        if latest is not None:
+            cls._restore(latest, saved_state, model, optimizer, state, precision, config, log)
+            log(f"resuming {out} from {latest.name} (step {state['step']} of {config.steps})")
+        elif resume:
+            log(f"no checkpoint in {out}: starting a fresh run")
+        if init is not None:
+            init_dir, init = init
+            assign(model.weights, init_dir / "model.npz", "model")
+            state["init"] = init
+            step_text = f"step {init['step']}" if init["step"] is not None else "unknown step"
+            log(f"initialised from {init['source']} ({step_text} on {init['setup']}, "
+                f"SHA-256 {init['sha256'][:12]}...)")
+
+        history = _read_history(out / "history.jsonl", state["step"])
+        run = cls(config, out, setup, model, optimizer, schedule, state, history, checkpoints,
+                  latest, strategy, validation, log)
+        log(f"training {config.network.method} ({type(model).__name__}, "
+            f"{networks.count_parameters(model):,} parameters) on {setup.config.name}: "
+            f"{config.steps} steps of batch {config.batch_size}, "
+            f"{strategy.num_replicas_in_sync} device(s), convolutions in {precision}; "
+            f"writing to {out}")
+        return run
+
+    @staticmethod
+    def _restore(latest: Path, saved_state: dict, model, optimizer, state: dict,
+                 precision: str, config: TrainingConfig, log) -> None:
         assign(model.weights, latest / "model.npz", "model")
         assign(optimizer.variables, latest / "optimizer.npz", "optimizer")
         state.update({k: saved_state[k] for k in state if k in saved_state})
@@ -535,38 +623,19 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
         if int(optimizer.iterations.numpy()) != state["step"]:
             raise WeightsError(f"{latest}: optimizer at step {int(optimizer.iterations.numpy())}"
                                f" but checkpoint at step {state['step']}")
-        log(f"resuming {out} from {latest.name} (step {state['step']} of {config.steps})")
-    elif resume:
-        log(f"no checkpoint in {out}: starting a fresh run")
-    if init is not None:
-        assign(model.weights, init_dir / "model.npz", "model")
-        state["init"] = init
-        step_text = f"step {init['step']}" if init["step"] is not None else "unknown step"
-        log(f"initialised from {init['source']} ({step_text} on {init['setup']}, "
-            f"SHA-256 {init['sha256'][:12]}...)")
 
-    history = _read_history(out / "history.jsonl", state["step"])
-    val_data, val_images = _validation_set(config, setup, validation)
-    # Validation in chunks of the batch size: one traced shape, as in training.
-    reconstruct = networks.NetworkReconstructor(model, chunk=max(1, config.batch_size))
-    train_step = make_train_step(model, optimizer, config.batch_size,
-                                 config.clip_global_norm, strategy)
-    writer = tf.summary.create_file_writer(str(out / "tensorboard"))
-    n_params = networks.count_parameters(model)
-    log(f"training {config.network.method} ({type(model).__name__}, {n_params:,} parameters) "
-        f"on {setup.config.name}: {config.steps} steps of batch {config.batch_size}, "
-        f"{strategy.num_replicas_in_sync} device(s), convolutions in {precision}; "
-        f"writing to {out}")
-
-    def validate(step: int) -> dict:
-        recon = reconstruct.reconstruct_batch(val_data)[..., None]
+    def validate(self, step: int) -> dict:
+        """Score the validation set, log it (TensorBoard, ``history.jsonl``) and return it."""
+        config = self.config
+        recon = self.reconstruct.reconstruct_batch(self.val_data)[..., None]
+        val_images = self.val_images
         pairs = list(zip(val_images[..., 0], recon[..., 0], strict=True))
         psnr = [metrics.psnr(t, r, config.psnr_data_range) for t, r in pairs]
         ssim = [metrics.ssim(t, r, config.psnr_data_range) for t, r in pairs]
         record = {"step": step, "psnr": float(np.mean(psnr)), "psnr_std": float(np.std(psnr)),
-                  "ssim": float(np.mean(ssim)), "learning_rate": float(schedule(step)),
+                  "ssim": float(np.mean(ssim)), "learning_rate": float(self.schedule(step)),
                   "time": time.time()}
-        with writer.as_default():
+        with self.writer.as_default():
             summaries.scalar("validation/psnr", record["psnr"], step)
             summaries.scalar("validation/ssim", record["ssim"], step)
             scale = 1.0 / config.psnr_data_range
@@ -574,115 +643,133 @@ def train(config: TrainingConfig | None, out_dir: str | os.PathLike, *, resume: 
             summaries.image("validation/truth", val_images[0] * scale, step)
             summaries.image("validation/abs_error", np.abs(recon[0] - val_images[0]) * scale,
                            step)
-        history.append(record)
-        with open(out / "history.jsonl", "a") as f:
+        self.history.append(record)
+        with open(self.out / "history.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         return record
 
-    def save(step: int, record: dict | None) -> Path:
-        state["training_seconds"] = previous_seconds + time.perf_counter() - started
-        improved = record is not None and record["psnr"] > state["best_psnr"]
-        if improved:
+    def save(self, step: int, record: dict | None) -> Path:
+        """Write a checkpoint (the best one too when ``record`` improves on it)."""
+        state = self.state
+        state["training_seconds"] = (self.previous_seconds + time.perf_counter()
+                                     - self.started)
+        if record is not None and record["psnr"] > state["best_psnr"]:
             state.update(best_psnr=record["psnr"], best_step=step,
                          best=checkpoint_name(step))
-        snapshot = dict(state, validation=record, config_hash=_sha_text(config_json))
+        snapshot = dict(state, validation=record, config_hash=_sha_text(self.config_json))
         if not math.isfinite(snapshot["best_psnr"]):
             snapshot["best_psnr"] = None  # JSON has no infinities
-        path = checkpoints.save(step, model, optimizer, snapshot, config_json)
-        best = checkpoints.root / state["best"] if state["best"] else None
-        checkpoints.update_index(path, best, state["best_psnr"], state["best_step"])
+        path = self.checkpoints.save(step, self.model, self.optimizer, snapshot,
+                                     self.config_json)
+        best = self.checkpoints.root / state["best"] if state["best"] else None
+        self.checkpoints.update_index(path, best, state["best_psnr"], state["best_step"])
         return path
 
-    started = time.perf_counter()
-    previous_seconds = state["training_seconds"]
-    step = state["step"]
-    last_checkpoint = latest
-    last_record = history[-1] if history else None
-    if step == 0 and last_record is None:
-        last_record = validate(0)
-        log(f"step 0: validation PSNR {last_record['psnr']:.2f} dB, "
-            f"SSIM {last_record['ssim']:.3f} (before training)")
-        if init is not None:
-            # The starting weights compete for "best": a fine-tuning run that
-            # never improves on them keeps them as its best checkpoint.
-            last_checkpoint = save(0, last_record)
-    status = "completed"
-    stream = None
-    tick_time, tick_step, rate = started, step, float("nan")
-    try:
-        with _StopRequest(log) as stop:
-            stream = _training_stream(config, setup, data, state["batches"])
-            while step < config.steps:
-                if stop.signum is not None:
-                    status = "interrupted"
-                    break
-                if max_seconds is not None and time.perf_counter() - started > max_seconds:
-                    status = "time_limit"
-                    break
-                try:
-                    batch_data, batch_images = next(stream)
-                except StopIteration:
-                    raise ValueError(f"the training data ran out after {state['batches']} "
-                                     "batches; give an endless stream") from None
-                batch_data = np.asarray(batch_data, dtype=np.float32)
-                batch_images = np.asarray(batch_images, dtype=np.float32)
-                if batch_data.shape[0] != config.batch_size:
-                    raise ValueError(f"a training batch holds {batch_data.shape[0]} samples, "
-                                     f"the configuration says {config.batch_size}")
-                loss, norm = train_step(*_distribute(strategy, batch_data, batch_images))
-                loss, norm = float(loss), float(norm)
-                if not (math.isfinite(loss) and math.isfinite(norm)):
-                    where = (f"the last good checkpoint is {last_checkpoint}"
-                             if last_checkpoint else "no checkpoint had been written yet")
-                    with open(out / "history.jsonl", "a") as f:
-                        f.write(json.dumps({"step": step + 1, "event": "non-finite loss",
-                                            "loss": str(loss), "grad_norm": str(norm)}) + "\n")
-                    raise NonFiniteLossError(
-                        f"non-finite loss at step {step + 1} (loss {loss}, gradient norm {norm},"
-                        f" training batch {state['batches']}); stopped without saving: {where}. "
-                        "Check the data for NaN/inf, or lower the learning rate, and resume.",
-                        step + 1, last_checkpoint)
-                step += 1
-                state["step"], state["batches"] = step, state["batches"] + 1
+    def loop(self, data, max_seconds: float | None) -> tuple[str, Path | None]:
+        """Train until the last step, a stop request or ``max_seconds``.
 
-                record = None
-                if step % config.validation_every == 0 or step == config.steps:
-                    record = last_record = validate(step)
-                if step % config.log_every == 0 or step == config.steps:
-                    now = time.perf_counter()
-                    recent = (step - tick_step) / max(now - tick_time, 1e-9)
-                    rate = recent if not math.isfinite(rate) else 0.5 * rate + 0.5 * recent
-                    tick_time, tick_step = now, step
-                    lr = float(schedule(step))
-                    with writer.as_default():
-                        summaries.scalar("train/loss", loss, step)
-                        summaries.scalar("train/grad_norm", norm, step)
-                        summaries.scalar("train/learning_rate", lr, step)
-                        summaries.scalar("train/steps_per_second", rate, step)
-                    val = (f"val {last_record['psnr']:.2f} dB (best "
-                           f"{max(state['best_psnr'], last_record['psnr']):.2f})"
-                           if last_record else "val -")
-                    log(f"step {step:>{len(str(config.steps))}}/{config.steps}  "
-                        f"loss {loss:.3e}  {val}  {rate:.2f} steps/s  "
-                        f"ETA {_format_seconds((config.steps - step) / rate)}")
-                if record is not None or step % config.checkpoint_every == 0:
-                    last_checkpoint = save(step, record)
-    finally:
-        writer.flush()
-        writer.close()
+        Returns the status (``"completed"``, ``"interrupted"``, ``"time_limit"``)
+        and the last checkpoint written.
+        """
+        config, state, log = self.config, self.state, self.log
+        train_step = make_train_step(self.model, self.optimizer, config.batch_size,
+                                     config.clip_global_norm, self.strategy)
+        last_checkpoint = self.latest
+        last_record = self.history[-1] if self.history else None
+        if state["step"] == 0 and last_record is None:
+            last_record = self.validate(0)
+            log(f"step 0: validation PSNR {last_record['psnr']:.2f} dB, "
+                f"SSIM {last_record['ssim']:.3f} (before training)")
+            if state["init"] is not None:
+                # The starting weights compete for "best": a fine-tuning run that
+                # never improves on them keeps them as its best checkpoint.
+                last_checkpoint = self.save(0, last_record)
+        status = "completed"
+        progress = _Progress(state["step"], self.started)
+        try:
+            with _StopRequest(log) as stop:
+                stream = _training_stream(config, self.setup, data, state["batches"])
+                while state["step"] < config.steps:
+                    if stop.signum is not None:
+                        status = "interrupted"
+                        break
+                    if (max_seconds is not None
+                            and time.perf_counter() - self.started > max_seconds):
+                        status = "time_limit"
+                        break
+                    loss, norm = self._one_step(train_step, stream, last_checkpoint)
+                    step = state["step"] = state["step"] + 1
+                    state["batches"] += 1
+                    record = None
+                    if step % config.validation_every == 0 or step == config.steps:
+                        record = last_record = self.validate(step)
+                    if step % config.log_every == 0 or step == config.steps:
+                        self._log_progress(step, loss, norm, last_record, progress)
+                    if record is not None or step % config.checkpoint_every == 0:
+                        last_checkpoint = self.save(step, record)
+        finally:
+            self.writer.flush()
+            self.writer.close()
+        return status, last_checkpoint
 
-    if last_checkpoint is None or last_checkpoint.name != checkpoint_name(step):
-        last_checkpoint = save(step, None)
-    best = checkpoints.root / state["best"] if state["best"] else None
-    if status == "completed":
-        log(f"done: {step} steps; best validation PSNR {state['best_psnr']:.2f} dB at step "
-            f"{state['best_step']} ({best})")
-    else:
-        log(f"stopped ({status}) at step {step}; resume with `lpd train --resume --out {out}` "
-            f"or train(..., resume=True) (checkpoint {last_checkpoint})")
-    return TrainResult(model=model, status=status, step=step, out_dir=out,
-                       checkpoint=last_checkpoint, best_checkpoint=best,
-                       best_psnr=state["best_psnr"], history=history)
+    def _one_step(self, train_step, stream, last_checkpoint) -> tuple[float, float]:
+        """Draw a batch, take one training step; refuse a non-finite loss."""
+        config, state = self.config, self.state
+        try:
+            batch_data, batch_images = next(stream)
+        except StopIteration:
+            raise ValueError(f"the training data ran out after {state['batches']} "
+                             "batches; give an endless stream") from None
+        batch_data = np.asarray(batch_data, dtype=np.float32)
+        batch_images = np.asarray(batch_images, dtype=np.float32)
+        if batch_data.shape[0] != config.batch_size:
+            raise ValueError(f"a training batch holds {batch_data.shape[0]} samples, "
+                             f"the configuration says {config.batch_size}")
+        loss, norm = train_step(*_distribute(self.strategy, batch_data, batch_images))
+        loss, norm = float(loss), float(norm)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            step = state["step"] + 1
+            where = (f"the last good checkpoint is {last_checkpoint}"
+                     if last_checkpoint else "no checkpoint had been written yet")
+            with open(self.out / "history.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "event": "non-finite loss",
+                                    "loss": str(loss), "grad_norm": str(norm)}) + "\n")
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step} (loss {loss}, gradient norm {norm},"
+                f" training batch {state['batches']}); stopped without saving: {where}. "
+                "Check the data for NaN/inf, or lower the learning rate, and resume.",
+                step, last_checkpoint)
+        return loss, norm
+
+    def _log_progress(self, step: int, loss: float, norm: float, last_record: dict | None,
+                      progress: _Progress) -> None:
+        config = self.config
+        rate = progress.update(step)
+        lr = float(self.schedule(step))
+        with self.writer.as_default():
+            summaries.scalar("train/loss", loss, step)
+            summaries.scalar("train/grad_norm", norm, step)
+            summaries.scalar("train/learning_rate", lr, step)
+            summaries.scalar("train/steps_per_second", rate, step)
+        best = self.state["best_psnr"]
+        val = (f"val {last_record['psnr']:.2f} dB (best "
+               f"{max(best, last_record['psnr']):.2f})" if last_record else "val -")
+        self.log(f"step {step:>{len(str(config.steps))}}/{config.steps}  loss {loss:.3e}  {val}  "
+                 f"{rate:.2f} steps/s  ETA {_format_seconds((config.steps - step) / rate)}")
+
+
+class _Progress:
+    """Steps per second, smoothed over the logging intervals."""
+
+    def __init__(self, step: int, started: float):
+        self.tick_time, self.tick_step, self.rate = started, step, float("nan")
+
+    def update(self, step: int) -> float:
+        now = time.perf_counter()
+        recent = (step - self.tick_step) / max(now - self.tick_time, 1e-9)
+        self.rate = recent if not math.isfinite(self.rate) else 0.5 * self.rate + 0.5 * recent
+        self.tick_time, self.tick_step = now, step
+        return self.rate
 
 
 def _sha_text(text: str) -> str:
