@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from _data_helpers import write_ct_dicom, write_lodopab, write_mayo_tree
 
+from lpd.data import head_ct
 from lpd.data import pipelines as D
 from lpd.data import real as R
 
@@ -30,7 +31,7 @@ def _head_ct_or_skip():
 def _pydicom_data_or_skip():
     try:
         for name in R.PYDICOM_CT_FILES:
-            R._pydicom_path(name)
+            head_ct.pydicom_path(name)
     except D.DataSourceMissing as err:
         pytest.skip(str(err))
 
