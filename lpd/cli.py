@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="directory of LoDoPaB-CT files (default: $LPD_LODOPAB_DIR)")
     data.set_defaults(func=_cmd_datasets)
 
-    from lpd.config import AUGMENTATIONS, METHODS, PRECISIONS, PRESETS, REAL_CT_IMAGES
+    from lpd.config import AUGMENTATIONS, METHODS, PRECISIONS, PRESETS, TRAINING_IMAGES
     from lpd.methods import registry
 
     train = commands.add_parser(
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="draw each training image under a random flip, or a random "
                             "symmetry of the square (dihedral: rotations by 90 degrees and "
                             "flips); for small sets of real slices such as human_small's")
-    train.add_argument("--images", choices=("ellipses", "rectangles", *REAL_CT_IMAGES),
+    train.add_argument("--images", choices=tuple(TRAINING_IMAGES),
                        help="training images: random phantoms (ellipses, rectangles), the "
                             "head CT (real_ct; the default of the human set-ups), or the head "
                             "CT and a chest CT of another patient (real_ct_patients; needs "

@@ -31,6 +31,7 @@ __all__ = [
     "PRESETS",
     "PRECISIONS",
     "REAL_CT_IMAGES",
+    "TRAINING_IMAGES",
 ]
 
 
@@ -262,8 +263,20 @@ def from_json(text: str) -> Any:
 # Symmetries a training image may be drawn under (`TrainingConfig.augment`).
 AUGMENTATIONS = ("flips", "dihedral")
 
-# Real-CT training sets of TrainingConfig.images (besides the phantom families).
-REAL_CT_IMAGES = ("real_ct", "real_ct_patients")
+#: The training images that `TrainingConfig.images` may name, and what provides
+#: each: ``"phantoms"`` (a family of `lpd.data.phantoms.PHANTOMS`, a new random
+#: image every sample) or ``"module:function"`` of a finite real set, called as
+#: ``function(setup, split)``. The one list: the CLI, the configuration and
+#: `lpd.data.catalogue.training_images` read it. A new source is one entry here.
+TRAINING_IMAGES: dict[str, str] = {
+    "ellipses": "phantoms",
+    "rectangles": "phantoms",
+    "real_ct": "lpd.data.head_ct:real_ct_slices",
+    "real_ct_patients": "lpd.data.packaged_ct:patient_slices",
+}
+
+#: The real-CT training sets of `TRAINING_IMAGES` (finite sets of slices).
+REAL_CT_IMAGES = tuple(k for k, v in TRAINING_IMAGES.items() if v != "phantoms")
 
 # What the convolutions of a network compute in (`lpd.networks.resolve_precision`).
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -462,6 +475,9 @@ class TrainingConfig:
             raise ValueError(f"unknown operator_backend {self.operator_backend!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.images not in TRAINING_IMAGES:
+            raise ValueError(f"unknown training images {self.images!r}; choose one of "
+                             f"{', '.join(TRAINING_IMAGES)}")
         if self.augment is not None and self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be None or one of {AUGMENTATIONS}, "
                              f"got {self.augment!r}")

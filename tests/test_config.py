@@ -40,3 +40,11 @@ def test_from_dict_rejects_unknown_fields_and_types():
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         SETUPS["ellipses"].num_angles = 60
+
+
+def test_training_images_are_one_list_and_unknown_ones_are_refused():
+    assert set(config.REAL_CT_IMAGES) < set(config.TRAINING_IMAGES)
+    assert config.TrainingConfig(images="real_ct").images == "real_ct"
+    with pytest.raises(ValueError, match="unknown training images 'elipses'; choose one of "
+                                         "ellipses, rectangles"):
+        config.TrainingConfig(images="elipses")

@@ -320,3 +320,19 @@ def test_describe_sources_reports_what_was_read(tmp_path):
         "summary"]
     assert sources["lodopab"]["available"]  # "10 ground-truth" is not "0 ground-truth"
     assert "test: 10 ground-truth" in sources["lodopab"]["summary"]
+
+
+def test_training_images_come_from_the_one_list():
+    from lpd.config import TRAINING_IMAGES
+    from lpd.data import catalogue
+    from lpd.physics import operators
+
+    setup = operators.get_setup("human_small")
+    phantoms = catalogue.training_images("rectangles", setup)
+    assert isinstance(phantoms, D.RandomPhantoms) and phantoms.shape == (128, 128)
+    head = catalogue.training_images("real_ct", setup, "validation")
+    assert isinstance(head, D.ImageSet) and len(head) == len(R.real_ct_slices(setup,
+                                                                             "validation"))
+    assert set(TRAINING_IMAGES) >= {"ellipses", "real_ct", "real_ct_patients"}
+    with pytest.raises(ValueError, match="unknown training images 'mri'; choose one of"):
+        catalogue.training_images("mri", setup)

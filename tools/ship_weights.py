@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from lpd import training
+from lpd.config import REAL_CT_IMAGES
 from lpd.data import real as realdata
 from lpd.io import atomic_write
 
@@ -25,7 +26,7 @@ _BEGIN, _END = "<!-- table: begin -->", "<!-- table: end -->"
 
 
 def _validation_set(config: dict) -> str:
-    if config["images"] in ("real_ct", "real_ct_patients"):
+    if config["images"] in REAL_CT_IMAGES:
         # A finite set is validated on whole: every slice of the split.
         n = sum(hi - lo for lo, hi in realdata.HEAD_CT_SPLITS["validation"])
         return f"{n} head-CT slices"

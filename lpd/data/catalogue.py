@@ -1,8 +1,10 @@
-"""What is installed: every data source lpd knows, and how to get what is missing.
+"""The data sources: training images by name, what is installed, and how to get the rest.
 
-`data_sources` lists them (the generated phantoms, the real CT that installs
-offline, `lpd.data.packaged_ct`'s chest CT, and the Mayo and LoDoPaB data that
-users bring); `describe_sources` is the table that ``lpd datasets`` prints.
+`training_images` gives the images that a training configuration names (one of
+`lpd.config.TRAINING_IMAGES`). `data_sources` lists every source (the generated
+phantoms, the real CT that installs offline, `lpd.data.packaged_ct`'s chest CT,
+and the Mayo and LoDoPaB data that users bring); `describe_sources` is the
+table that ``lpd datasets`` prints.
 
 Environment variables (both optional): ``LPD_MAYO_DIR`` and ``LPD_LODOPAB_DIR``
 (directories that `describe_sources` reports on). See ``data/README.md``.
@@ -10,18 +12,44 @@ Environment variables (both optional): ``LPD_MAYO_DIR`` and ``LPD_LODOPAB_DIR``
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from pathlib import Path
 
+from lpd.config import TRAINING_IMAGES
 from lpd.data import packaged_ct
 from lpd.data.ct_units import read_dicom, source_entry
 from lpd.data.head_ct import HEAD_CT_SPLITS, PYDICOM_CT_FILES, head_ct_path, load_inv3, pydicom_path
 from lpd.data.lodopab import LODOPAB_COUNTS, LODOPAB_HOW
 from lpd.data.mayo import DICOM_SUFFIXES, MAYO_HOW, scan_mayo_file
-from lpd.data.pipelines import DataError
+from lpd.data.pipelines import DataError, ImageSource, RandomPhantoms
 
-__all__ = ["source_entry", "data_sources", "describe_sources"]
+__all__ = ["training_images", "source_entry", "data_sources", "describe_sources"]
+
+
+def training_images(name: str, setup, split: str = "train") -> ImageSource:
+    """The training (or validation) images called ``name``, on ``setup``'s grid.
+
+    A phantom family gives `RandomPhantoms` (the same for every split: each
+    sample is a new draw); a real set gives its ``split`` (``"train"``,
+    ``"validation"``, ...) as an `ImageSet`.
+
+    Raises
+    ------
+    ValueError
+        For a name that is not in `lpd.config.TRAINING_IMAGES` (the message
+        lists them).
+    """
+    try:
+        provider = TRAINING_IMAGES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown training images {name!r}; choose one of "
+                         f"{', '.join(TRAINING_IMAGES)}") from None
+    if provider == "phantoms":
+        return RandomPhantoms(name, tuple(setup.space.shape))
+    module, _, function = provider.partition(":")
+    return getattr(importlib.import_module(module), function)(setup, split)
 
 
 def data_sources(mayo_dir: str | os.PathLike | None = None,

@@ -159,17 +159,9 @@ class TrainResult:
 # ---------------------------------------------------------------------------
 
 def _image_source(config: TrainingConfig, setup, split: str):
-    from lpd.data import pipelines as datasets
+    from lpd.data import catalogue
 
-    if config.images == "real_ct":
-        from lpd.data import real as realdata
-
-        return realdata.real_ct_slices(setup, split)
-    if config.images == "real_ct_patients":
-        from lpd.data import packaged_ct
-
-        return packaged_ct.patient_slices(setup, split)
-    return datasets.RandomPhantoms(config.images, tuple(setup.space.shape))
+    return catalogue.training_images(config.images, setup, split)
 
 
 def _training_stream(config: TrainingConfig, setup, data, start: int) -> Iterator:
