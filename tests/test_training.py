@@ -325,6 +325,21 @@ def test_init_from_starts_at_the_given_weights_and_records_them(tmp_path):
     weights = training.export_weights(tuned, tmp_path / "weights" / "tuned")
     manifest = json.loads((weights / "manifest.json").read_text())
     assert manifest["init_from"]["sha256"] == sha
+    # Samples count the whole lineage: the source's 3 steps, then these 4.
+    batch = config.batch_size
+    assert state["init"]["samples"] == 3 * batch and manifest["samples"] == 7 * batch
+    history = [json.loads(line) for line in (tuned / "history.jsonl").read_text().splitlines()]
+    assert [r["samples"] for r in history] == [3 * batch + r["step"] * batch for r in history]
+
+
+def test_samples_seen_follows_the_lineage_of_the_weights(tmp_path):
+    from lpd.training.weights import samples_seen
+
+    assert samples_seen({"step": 10}, 5) == 50  # from scratch
+    assert samples_seen({"step": 10, "init": {"samples": 7}}, 5) == 57
+    assert samples_seen({"step": 10, "init_from": {"sha256": "x"}}, 5) is None  # unknown
+    assert samples_seen({"samples": 3, "step": 10}, 5) == 3
+    assert samples_seen({}, 5) is None
 
 
 def test_init_from_refuses_missing_corrupt_or_foreign_weights(tmp_path):
@@ -460,3 +475,14 @@ def test_training_on_two_logical_cpu_devices():
     assert result["status"] == "completed" and result["step"] == 3 and result["finite"]
     # Same update as on one device, up to the order of the summation.
     assert result["diff"] < 1e-4, result
+
+
+def test_shipping_again_keeps_what_was_known_of_the_same_starting_weights(tmp_path):
+    from lpd.training.weights import _known_init
+
+    previous = tmp_path / "manifest.json"
+    previous.write_text(json.dumps({"init_from": {"sha256": "abc", "samples": 9500}}))
+    assert _known_init({"sha256": "abc"}, previous)["samples"] == 9500
+    assert "samples" not in _known_init({"sha256": "other"}, previous)
+    assert _known_init({"sha256": "abc", "samples": 1}, previous)["samples"] == 1
+    assert "samples" not in _known_init({"sha256": "abc"}, tmp_path / "none.json")

@@ -97,24 +97,27 @@ def reconstruction_figure(truth: np.ndarray, reconstructions: Mapping[str, np.nd
 
 def training_curves_figure(histories: Mapping[str, Sequence[Mapping]], path: str | os.PathLike,
                            *, title: str = "", overwrite: bool = False) -> Path:
-    """Validation PSNR against training step, one line per model.
+    """Validation PSNR against training samples, one line per model.
 
     Parameters
     ----------
     histories : mapping of name to records
-        The ``history.jsonl`` records of each run (``step`` and ``psnr`` used).
+        The ``history.jsonl`` records of each run (``psnr`` and ``samples``, the
+        training samples the weights had seen, used; ``step`` where a record has
+        no ``samples``, and then the axis says so).
     path : path
         The PNG to write.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    for name, records in histories.items():
-        steps = [r["step"] for r in records if r.get("psnr") is not None]
-        psnr = [r["psnr"] for r in records if r.get("psnr") is not None]
-        # The untrained model of the pre-log schemes can score far below zero.
-        keep = [i for i, p in enumerate(psnr) if p > 0]
-        ax.plot([steps[i] for i in keep], [psnr[i] for i in keep], marker=".", label=name)
-    ax.set_xlabel("training step")
+    kept = {name: [r for r in records if r.get("psnr") is not None
+                   # The untrained model of the pre-log schemes can score far below zero.
+                   and r["psnr"] > 0] for name, records in histories.items()}
+    by_samples = all(r.get("samples") is not None for rs in kept.values() for r in rs)
+    for name, records in kept.items():
+        x = [r["samples"] if by_samples else r["step"] for r in records]
+        ax.plot(x, [r["psnr"] for r in records], marker=".", label=name)
+    ax.set_xlabel("training samples seen" if by_samples else "training step")
     ax.set_ylabel("validation PSNR (dB)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -324,7 +324,8 @@ def _shipped(weights: str, key: str, log: Callable[[str], Any]):
     manifest = json.loads((directory / "manifest.json").read_text())
     config = from_json((directory / "config.json").read_text())
     log(f"  {key}: shipped weights {directory} ({_training_text(config, manifest.get('step'))})")
-    return model, _training_text(config, manifest.get("step")), _history(directory)
+    return (model, _training_text(config, manifest.get("step")),
+            _history(directory, manifest, config.batch_size))
 
 
 def _trained(setup_name: str, key: str, spec: dict, out: Path, log: Callable[[str], Any]):
@@ -353,14 +354,30 @@ def _trained(setup_name: str, key: str, spec: dict, out: Path, log: Callable[[st
                            "run the same command again to resume it")
     model = training.load_checkpoint(run_dir, "best")
     index = json.loads((run_dir / "checkpoints" / "index.json").read_text())
-    return model, _training_text(config, index.get("best_step")), _history(run_dir)
+    state = json.loads((run_dir / "checkpoints" / index["latest"] / "state.json").read_text())
+    return (model, _training_text(config, index.get("best_step")),
+            _history(run_dir, state, config.batch_size))
 
 
-def _history(directory: Path) -> list[dict]:
+def _history(directory: Path, record: dict, batch_size: int) -> list[dict]:
+    """The validation records of a run, each with the samples its weights had seen.
+
+    ``record`` (a manifest or a checkpoint's state) says what the run started
+    from; where that is unknown, ``samples`` stays as the record has it.
+    """
+    from lpd.training.weights import samples_seen
+
     path = directory / "history.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    total, step = samples_seen(record, batch_size), record.get("step")
+    if total is not None and step is not None:
+        start = total - int(step) * batch_size
+        for r in records:
+            if r.get("samples") is None:
+                r["samples"] = start + int(r["step"]) * batch_size
+    return records
 
 
 # ---------------------------------------------------------------------------

@@ -87,7 +87,7 @@ from lpd.training.checkpoints import (
     write_text,
 )
 from lpd.training.factory import build_model
-from lpd.training.weights import init_source
+from lpd.training.weights import init_source, samples_seen
 
 __all__ = ["TrainResult", "NonFiniteLossError", "train", "make_train_step"]
 
@@ -626,6 +626,8 @@ class _Run:
         ssim = [metrics.ssim(t, r, config.psnr_data_range) for t, r in pairs]
         record = {"step": step, "psnr": float(np.mean(psnr)), "psnr_std": float(np.std(psnr)),
                   "ssim": float(np.mean(ssim)), "learning_rate": float(self.schedule(step)),
+                  "samples": samples_seen({"step": step, "init": self.state["init"]},
+                                          config.batch_size),
                   "time": time.time()}
         with self.writer.as_default():
             summaries.scalar("validation/psnr", record["psnr"], step)

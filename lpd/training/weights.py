@@ -29,7 +29,8 @@ from lpd.training.checkpoints import (
     write_text,
 )
 
-__all__ = ["default_weights_dir", "export_weights", "load_pretrained", "init_source"]
+__all__ = ["default_weights_dir", "export_weights", "load_pretrained", "init_source",
+           "samples_seen"]
 
 
 def default_weights_dir() -> Path:
@@ -86,7 +87,11 @@ def export_weights(run_dir: str | os.PathLike, dest: str | os.PathLike,
                 "training_seconds": state.get("training_seconds"),
                 "command": command}
     if state.get("init") is not None:
-        manifest["init_from"] = state["init"]
+        manifest["init_from"] = _known_init(state["init"], dest / "manifest.json")
+    samples = samples_seen(manifest | {"step": state.get("step")},
+                           read_config(source / "config.json").batch_size)
+    if samples is not None:
+        manifest["samples"] = samples
     manifest["precision"] = state.get("precision", "float32")
     write_text(dest / "manifest.json", json.dumps(manifest, indent=2))
     return dest
@@ -191,14 +196,50 @@ def init_source(config: TrainingConfig) -> tuple[Path, dict]:
             f"{', '.join(differ)}); fine-tuning needs the same method and sizes")
     state_path = directory / "state.json"
     manifest_path = directory / "manifest.json"
-    step = None
+    step = samples = None
     for meta in (state_path, manifest_path):
         if meta.exists():
             try:
-                step = json.loads(meta.read_text()).get("step")
+                record = json.loads(meta.read_text())
             except (OSError, ValueError) as err:
                 raise WeightsError(f"{meta} is unreadable: {err}") from err
+            step, samples = record.get("step"), samples_seen(record, source.batch_size)
             break
     setup = source.setup if isinstance(source.setup, str) else source.setup.name
     return directory, {"source": str(directory), "sha256": sha256, "step": step,
-                       "setup": setup}
+                       "setup": setup, "samples": samples}
+
+
+def _known_init(init: dict, previous_manifest: Path) -> dict:
+    """``init`` with its ``samples`` taken from the manifest being replaced where the run
+    does not know them and that manifest started from the same weights (same SHA-256)."""
+    if init.get("samples") is not None or not previous_manifest.exists():
+        return init
+    try:
+        earlier = json.loads(previous_manifest.read_text()).get("init_from") or {}
+    except (OSError, ValueError):
+        return init
+    if earlier.get("sha256") == init.get("sha256") and earlier.get("samples") is not None:
+        return dict(init, samples=earlier["samples"])
+    return init
+
+
+def samples_seen(record: dict, batch_size: int) -> int | None:
+    """Training samples that the weights of a checkpoint or manifest have seen in all.
+
+    ``record`` is a checkpoint's ``state.json`` or a ``manifest.json``: its own
+    steps times ``batch_size``, plus what its starting weights had seen
+    (``init``/``init_from``); ``None`` where that is not known. A manifest that
+    states ``samples`` is taken at its word.
+    """
+    if record.get("samples") is not None:
+        return int(record["samples"])
+    step = record.get("step")
+    if step is None:
+        return None
+    init = record.get("init", record.get("init_from"))
+    if init is None:
+        return int(step) * int(batch_size)
+    if init.get("samples") is None:
+        return None
+    return int(init["samples"]) + int(step) * int(batch_size)
