@@ -153,6 +153,24 @@ class ProblemConfig:
 #: two experiments of the Learned Primal-Dual paper (Adler & Öktem, IEEE TMI 2018,
 #: arXiv:1707.06474, section IV), smaller set-ups of the same physics that run on
 #: a CPU, and LoDoPaB-CT's.
+_HUMAN = ProblemConfig(
+    name="human",
+    shape=(512, 512),
+    min_pt=(-128.0, -128.0),
+    max_pt=(128.0, 128.0),
+    weighting=1.0,
+    beam="fan",
+    num_angles=1000,
+    angle_range=(0.0, 2 * math.pi),
+    det_shape=1000,
+    det_min=-360.0,
+    det_max=360.0,
+    src_radius=500.0,
+    det_radius=500.0,
+    normalize=False,
+    noise=NoiseConfig(kind="poisson", mu=0.02, photons=1e4),
+)
+
 SETUPS: dict[str, ProblemConfig] = {
     "ellipses": ProblemConfig(
         name="ellipses",
@@ -174,42 +192,11 @@ SETUPS: dict[str, ProblemConfig] = {
         normalize=True,
         noise=NoiseConfig(kind="gaussian", relative_std=0.05),
     ),
-    "human": ProblemConfig(
-        name="human",
-        shape=(512, 512),
-        min_pt=(-128.0, -128.0),
-        max_pt=(128.0, 128.0),
-        weighting=1.0,
-        beam="fan",
-        num_angles=1000,
-        angle_range=(0.0, 2 * math.pi),
-        det_shape=1000,
-        det_min=-360.0,
-        det_max=360.0,
-        src_radius=500.0,
-        det_radius=500.0,
-        normalize=False,
-        noise=NoiseConfig(kind="poisson", mu=0.02, photons=1e4),
-    ),
+    "human": _HUMAN,
     # Same physical extent, scanner radii, mu and dose as "human": 2 mm pixels
     # and a detector pixel of about 1.9 mm at the rotation centre.
-    "human_small": ProblemConfig(
-        name="human_small",
-        shape=(128, 128),
-        min_pt=(-128.0, -128.0),
-        max_pt=(128.0, 128.0),
-        weighting=1.0,
-        beam="fan",
-        num_angles=128,
-        angle_range=(0.0, 2 * math.pi),
-        det_shape=192,
-        det_min=-360.0,
-        det_max=360.0,
-        src_radius=500.0,
-        det_radius=500.0,
-        normalize=False,
-        noise=NoiseConfig(kind="poisson", mu=0.02, photons=1e4),
-    ),
+    "human_small": dataclasses.replace(_HUMAN, name="human_small", shape=(128, 128),
+                                       num_angles=128, det_shape=192),
     # LoDoPaB-CT (Leuschner et al., Sci. Data 8, 2021): ODL's parallel_beam_geometry
     # on its grid; mu is the attenuation (per m) that its ground truth divides by
     # (3071 HU), so the model acts on the ground truth as stored.
