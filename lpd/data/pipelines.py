@@ -59,6 +59,8 @@ __all__ = [
     "RandomPhantoms",
     "ImageSet",
     "training_pairs",
+    "stream_images",
+    "stream_noise",
     "AUGMENTATIONS",
     "symmetry",
     "measured_pairs",
@@ -451,6 +453,20 @@ def _training_images(source: ImageSource, samples: np.ndarray, seed: int) -> np.
             orders[epoch] = _epoch_order(seed, epoch, count)
         images.append(source[orders[epoch][position]])
     return np.stack(images)
+
+
+def stream_images(source: ImageSource, samples, seed: int) -> np.ndarray:
+    """The images of samples ``samples`` of the training stream seeded by ``seed``.
+
+    Exactly those that `training_pairs` draws (before augmentation), for other
+    estimators of the training distribution (`lpd.methods.lmmse`).
+    """
+    return _training_images(source, np.asarray(samples, dtype=np.int64), _check_seed(seed))
+
+
+def stream_noise(seed: int, samples) -> list[np.random.Generator]:
+    """The noise generators of samples ``samples`` of the training stream seeded by ``seed``."""
+    return [_rng(_check_seed(seed), _TRAIN_NOISE, int(n)) for n in samples]
 
 
 def _check_source(setup, source: ImageSource) -> None:

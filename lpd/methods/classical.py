@@ -609,6 +609,38 @@ class TikhonovReconstructor(Reconstructor):
 
 
 
+class PseudoInverseReconstructor(TikhonovReconstructor):
+    """The Moore-Penrose pseudo-inverse ``A^+ y``: minimum-norm least squares.
+
+    CGLS from 0 (`TikhonovReconstructor` with ``weight = 0``) run to
+    convergence, so it is ``A^+ y`` rather than an early-stopped, regularised
+    iterate; it fits the noise and is the lecture's unregularised approximate
+    inverse. Its noise-aware form ``A^T (A A^T + s I)^{-1} y`` equals
+    ``(A^T A + s I)^{-1} A^T y``: that is `TikhonovReconstructor` with ``weight =
+    s``, whose weight lpd tunes on validation data.
+
+    Parameters
+    ----------
+    setup : lpd.operators.Setup, ProblemConfig or str
+    n_iter : int
+        Largest number of CGLS iterations (1000).
+    tol : float
+        Relative residual of the normal equations at which it stops (1e-6).
+    """
+
+    key = "pinv"
+    name = "Pseudo-inverse"
+
+    def __init__(self, setup, n_iter: int = 1000, *, tol: float = 1e-6,
+                 memory_budget: float = 2**30, post_log: bool = False):
+        super().__init__(setup, 0.0, n_iter, tol=tol, memory_budget=memory_budget,
+                         post_log=post_log)
+
+    @property
+    def params(self) -> dict:
+        return {"n_iter": self.n_iter, "tol": self.tol, "data_model": self.data_model}
+
+
 # ---------------------------------------------------------------------------
 # Parameter search
 # ---------------------------------------------------------------------------

@@ -11,7 +11,8 @@ dotted path and imported on use), so that every layer may read it and the
 classical methods never import TensorFlow.
 
 Families are those of the lecture on deep learning for image reconstruction
-(``analytical``, ``optimisation``, ``post-processing``, ``unrolled``, ...).
+(``analytical``, ``optimisation``, ``statistical``: estimated from samples of the
+training distribution, ``post-processing``, ``unrolled``, ...).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 __all__ = ["Method", "METHODS", "FAMILIES", "get", "keys", "learned_keys", "unknown_method"]
 
-FAMILIES = ("analytical", "optimisation", "post-processing", "unrolled")
+FAMILIES = ("analytical", "optimisation", "statistical", "post-processing", "unrolled")
 """The families of methods, in the order a results table lists them."""
 
 
@@ -45,7 +46,8 @@ class Method:
     builder : str
         ``"module:attribute"`` of what builds it: a network class with
         ``from_network(network_config, operator, **settings)``, or a classical
-        reconstructor class ``cls(setup, **params)``.
+        reconstructor ``cls(setup, **params)`` (a class, or a function such as
+        `lpd.methods.lmmse.linear_mmse` that estimates what it needs).
     summary : str
         One line for help texts.
     reference : str
@@ -78,6 +80,13 @@ METHODS: dict[str, Method] = {m.key: m for m in (
     Method("tikhonov", "Tikhonov", "optimisation", False,
            "lpd.methods.classical:TikhonovReconstructor",
            "quadratic (Tikhonov) regularisation solved by CGLS"),
+    Method("pinv", "Pseudo-inverse", "analytical", False,
+           "lpd.methods.classical:PseudoInverseReconstructor",
+           "the minimum-norm least-squares solution A^+ y (CGLS to convergence)",
+           "Engl, Hanke & Neubauer, Regularization of Inverse Problems, 1996"),
+    Method("lmmse", "Linear MMSE", "statistical", False, "lpd.methods.lmmse:linear_mmse",
+           "the best linear reconstruction for the training distribution, from samples",
+           "Kay, Fundamentals of Statistical Signal Processing I, 1993, ch. 12"),
     Method("unet", "FBP + U-Net", "post-processing", True, "lpd.methods.networks:FBPUNet",
            "a U-Net applied to the FBP (post-processing)",
            "Jin et al., IEEE TIP 26(9), 2017"),
