@@ -15,6 +15,7 @@ keras = pytest.importorskip("keras")
 
 import lpd  # noqa: E402
 from lpd.methods import networks  # noqa: E402
+from lpd.methods.networks import precision  # noqa: E402
 from lpd.physics import operators  # noqa: E402
 
 SMALL = dict(n_iter=2, filters=8)
@@ -311,9 +312,9 @@ def test_native_bfloat16_is_read_from_the_cpu_flags():
 
 
 def test_auto_precision_is_float32_without_native_bfloat16(monkeypatch):
-    monkeypatch.setattr(networks, "_resolved_auto", None)
-    monkeypatch.setattr(networks, "cpu_has_native_bfloat16", lambda: False)
-    monkeypatch.setattr(networks, "_conv_seconds", lambda dtype: pytest.fail("measured"))
+    monkeypatch.setattr(precision, "_resolved_auto", None)
+    monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: False)
+    monkeypatch.setattr(precision, "_conv_seconds", lambda dtype: pytest.fail("measured"))
     assert networks.resolve_precision("auto") == "float32"
     assert networks.resolve_precision("bfloat16") == "bfloat16"
     with pytest.raises(ValueError, match="unknown precision 'float16'"):
@@ -321,11 +322,11 @@ def test_auto_precision_is_float32_without_native_bfloat16(monkeypatch):
 
 
 def test_auto_precision_takes_bfloat16_only_where_it_measured_faster(monkeypatch):
-    monkeypatch.setattr(networks, "cpu_has_native_bfloat16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: True)
     for bf16_seconds, expected in ((0.5, "bfloat16"), (0.95, "float32")):
-        monkeypatch.setattr(networks, "_resolved_auto", None)
-        monkeypatch.setattr(networks, "_conv_seconds",
-                            lambda dtype, s=bf16_seconds: s if dtype == tf.bfloat16 else 1.0)
+        monkeypatch.setattr(precision, "_resolved_auto", None)
+        monkeypatch.setattr(precision, "_conv_seconds",
+                             lambda dtype, s=bf16_seconds: s if dtype == tf.bfloat16 else 1.0)
         assert networks.resolve_precision("auto") == expected
 
 

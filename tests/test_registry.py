@@ -27,9 +27,7 @@ def test_the_lists_of_methods_come_from_the_registry():
 
 
 def test_every_classical_builder_is_a_reconstructor():
-    from lpd.methods import classical
-
-    from lpd.methods import lmmse
+    from lpd.methods import classical, lmmse
 
     for key in registry.keys(learned=False):
         build = registry.get(key).load()
