@@ -43,19 +43,31 @@ def _cmd_setups(args: argparse.Namespace) -> int:
         config = setup.config
         estimate = operators.estimate_matrix_bytes(setup.operator)
         noise = config.noise
-        noise_text = (f"Gaussian {100 * noise.relative_std:g} % of mean |Ax|"
-                      if noise.kind == "gaussian"
-                      else f"pre-log Poisson, mu={noise.mu:g}, N0={noise.photons:g}")
+        if noise.kind == "poisson":
+            noise_text = f"pre-log Poisson, mu={noise.mu:g}, N0={noise.photons:g}"
+        else:
+            parts = ([f"{100 * noise.relative_std:g} % of mean |Ax|"] if noise.relative_std
+                     else []) + ([f"std {noise.std:g}"] if noise.std else [])
+            noise_text = f"Gaussian {' + '.join(parts)}" if parts else "none"
+        data_shape = f"data {setup.data_space.shape[0]} x {setup.data_space.shape[1]}"
         print(f"{name}")
         print(f"  image      {config.shape[0]} x {config.shape[1]} on "
               f"[{config.min_pt[0]:g}, {config.max_pt[0]:g}] x "
               f"[{config.min_pt[1]:g}, {config.max_pt[1]:g}]")
-        print(f"  geometry   {config.beam} beam, {config.num_angles} angles, "
-              f"data {setup.data_space.shape[0]} x {setup.data_space.shape[1]}")
+        if config.sampling is None:
+            print(f"  geometry   {config.beam} beam, {config.num_angles} angles, {data_shape}")
+        else:
+            sampling = config.sampling
+            print(f"  sampling   MRI, {sampling.pattern} mask at rate {sampling.rate:.3g} "
+                  f"({100 * setup.geometry.mean():.1f} % measured), {data_shape} "
+                  "(real above imaginary)")
         print(f"  operator   {'A / ||A||' if config.normalize else 'A'}"
               + (f", ||A|| = {setup.opnorm:.4f}" if args.norm or config.normalize else ""))
-        print(f"  matrix     about {estimate / 2**20:.0f} MiB with its transpose"
-              if estimate is not None else "  matrix     not available")
+        if setup.numpy.backend == "native":
+            print("  matrix     not needed: the operator applies itself to batches (FFT)")
+        else:
+            print(f"  matrix     about {estimate / 2**20:.0f} MiB with its transpose"
+                  if estimate is not None else "  matrix     not available")
         print(f"  noise      {noise_text}")
     return 0
 

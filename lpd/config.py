@@ -20,6 +20,7 @@ METHODS = registry.learned_keys()
 
 __all__ = [
     "NoiseConfig",
+    "SamplingConfig",
     "ProblemConfig",
     "NetworkConfig",
     "TrainingConfig",
@@ -43,11 +44,18 @@ class NoiseConfig:
     ----------
     kind : {"gaussian", "poisson"}
         ``"gaussian"``: additive white Gaussian noise with standard deviation
-        ``relative_std * mean(|A x|)`` (the ellipse experiment). ``"poisson"``:
-        pre-log photon counts ``y = Poisson(photons * exp(-mu * A x)) / photons``
-        (the human experiment).
+        ``relative_std * mean(|A x|) + std`` (the ellipse experiment: 5 % relative;
+        the MRI experiment: an absolute ``std``), only on the measured entries
+        of the data. ``"poisson"``: pre-log photon counts
+        ``y = Poisson(photons * exp(-mu * A x)) / photons`` (the human experiment).
     relative_std : float
         Noise level of the Gaussian model, relative to the mean absolute data.
+    std : float
+        Absolute standard deviation of the Gaussian model, added to the relative
+        part. On an MRI set-up (unitary Fourier transform) it is the level ``l``
+        of complex image-domain noise ``x + l (xi_1 + i xi_2)``: the same
+        standard deviation on the real and the imaginary part of each measured
+        coefficient.
     mu : float
         Attenuation scaling of the pre-log model (per unit of length of the geometry).
     photons : float
@@ -58,14 +66,56 @@ class NoiseConfig:
     relative_std: float = 0.05
     mu: float = 0.02
     photons: float = 1e4
+    std: float = 0.0
 
     def __post_init__(self):
         if self.kind not in ("gaussian", "poisson"):
             raise ValueError(f"noise kind must be 'gaussian' or 'poisson', got {self.kind!r}")
-        if not self.relative_std >= 0:
-            raise ValueError(f"relative_std must be >= 0, got {self.relative_std}")
+        if not (math.isfinite(self.relative_std) and self.relative_std >= 0):
+            raise ValueError(f"relative_std must be finite and >= 0, got {self.relative_std}")
+        if not (math.isfinite(self.std) and self.std >= 0):
+            raise ValueError(f"std must be finite and >= 0, got {self.std}")
         if not (self.mu > 0 and self.photons > 0):
             raise ValueError(f"mu and photons must be > 0, got {self.mu}, {self.photons}")
+
+
+#: The sampling patterns of k-space an MRI set-up may use (`lpd.physics.fourier.sampling_mask`).
+SAMPLING_PATTERNS = ("radial", "random", "lines")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """Which coefficients of the 2D Fourier transform an MRI set-up measures.
+
+    Parameters
+    ----------
+    pattern : {"radial", "random", "lines"}
+        ``"radial"``: spokes through the centre of k-space; ``"random"``: single
+        coefficients drawn at random with a density that falls off from the
+        centre (2D random); ``"lines"``: whole phase-encoding lines (rows along
+        ``x``) drawn at random, the centre lines always (1D random).
+    rate : float
+        Fraction of the coefficients measured, in (0, 1].
+    seed : int
+        Seed of the random patterns (the mask is a fixed part of the scanner).
+
+    References
+    ----------
+    Liu J, Kuang T, Zhang X. Image reconstruction by splitting deep learning
+    regularization from iterative inversion. MICCAI 2018, section 3: radial,
+    2D random and 1D random masks at rates 1/5, 1/4 and 1/3.
+    """
+
+    pattern: Literal["radial", "random", "lines"] = "radial"
+    rate: float = 0.25
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.pattern not in SAMPLING_PATTERNS:
+            raise ValueError(f"sampling pattern must be one of {SAMPLING_PATTERNS}, "
+                             f"got {self.pattern!r}")
+        if not (isinstance(self.rate, int | float) and 0 < self.rate <= 1):
+            raise ValueError(f"sampling rate must be in (0, 1], got {self.rate!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +154,11 @@ class ProblemConfig:
         Whether the experiment uses ``A / ||A||`` (the ellipse experiment) instead of ``A``.
     noise : NoiseConfig
         Noise model of the experiment.
+    sampling : SamplingConfig or None
+        ``None`` for CT (the ray transform of the geometry above). A
+        `SamplingConfig` makes the set-up MRI: the forward operator is the
+        unitary 2D Fourier transform of the image on the measured coefficients
+        (`lpd.physics.fourier`); the beam fields are then not used.
     """
 
     name: str
@@ -121,6 +176,7 @@ class ProblemConfig:
     det_radius: float | None = None
     normalize: bool = False
     noise: NoiseConfig = dataclasses.field(default_factory=NoiseConfig)
+    sampling: SamplingConfig | None = None
 
     def __post_init__(self):
         # Tuples, not lists, so that the frozen config stays hashable after JSON.
@@ -130,6 +186,11 @@ class ProblemConfig:
                 object.__setattr__(self, field, tuple(value))
         if isinstance(self.noise, dict):
             object.__setattr__(self, "noise", NoiseConfig(**self.noise))
+        if isinstance(self.sampling, dict):
+            object.__setattr__(self, "sampling", SamplingConfig(**self.sampling))
+        if self.sampling is not None and self.noise.kind != "gaussian":
+            raise ValueError("an MRI set-up (sampling given) needs Gaussian noise, "
+                             f"got {self.noise.kind!r}")
         if len(self.shape) != 2 or min(self.shape) < 1:
             raise ValueError(f"shape must be two positive integers, got {self.shape}")
         if self.beam not in ("parallel", "fan"):
@@ -147,6 +208,11 @@ class ProblemConfig:
                 raise ValueError(f"a fan-beam set-up needs {', '.join(missing)}")
         if self.angle_range is not None and not all(map(math.isfinite, self.angle_range)):
             raise ValueError(f"angle_range must be finite, got {self.angle_range}")
+
+    @property
+    def modality(self) -> str:
+        """``"ct"`` (a ray transform) or ``"mri"`` (sampled Fourier coefficients)."""
+        return "ct" if self.sampling is None else "mri"
 
 
 #: The named problem set-ups (built by `lpd.physics.operators.get_setup`): the
@@ -205,6 +271,23 @@ SETUPS: dict[str, ProblemConfig] = {
         beam="parallel", num_angles=1000, det_shape=513, normalize=False,
         noise=NoiseConfig(kind="poisson", mu=81.35858, photons=4096.0),
     ),
+    # MRI (Liu, Kuang & Zhang 2018, section 3): axial brain slices on the seed's
+    # 192 x 160 grid (here y x x: anterior-posterior 192, left-right 160) over
+    # the 217 x 181 mm of the Colin27 volume, images in [0, 1], the unitary
+    # Fourier transform on a radial mask at rate 1/4, and complex image-domain
+    # noise of level 10 % (0.1 of the image maximum).
+    "brain_mri": ProblemConfig(
+        name="brain_mri", shape=(160, 192), min_pt=(-90.5, -108.5), max_pt=(90.5, 108.5),
+        weighting=1.0, noise=NoiseConfig(kind="gaussian", relative_std=0.0, std=0.1),
+        sampling=SamplingConfig("radial", 0.25),
+    ),
+    # The same field of view at half the resolution, for tests and CPU development.
+    "brain_mri_small": ProblemConfig(
+        name="brain_mri_small", shape=(80, 96), min_pt=(-90.5, -108.5),
+        max_pt=(90.5, 108.5), weighting=1.0,
+        noise=NoiseConfig(kind="gaussian", relative_std=0.0, std=0.1),
+        sampling=SamplingConfig("radial", 0.25),
+    ),
 }
 
 
@@ -260,10 +343,12 @@ TRAINING_IMAGES: dict[str, str] = {
     "rectangles": "phantoms",
     "real_ct": "lpd.data.head_ct:real_ct_slices",
     "real_ct_patients": "lpd.data.packaged_ct:patient_slices",
+    "brain_mri": "lpd.data.brain_mri:brain_mri_slices",
 }
 
 #: The real-CT training sets of `TRAINING_IMAGES` (finite sets of slices).
-REAL_CT_IMAGES = tuple(k for k, v in TRAINING_IMAGES.items() if v != "phantoms")
+REAL_CT_IMAGES = tuple(k for k, v in TRAINING_IMAGES.items()
+                       if v != "phantoms" and k != "brain_mri")
 
 # What the convolutions of a network compute in (`lpd.networks.resolve_precision`).
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -387,7 +472,7 @@ class TrainingConfig:
         Periodic checkpoints kept besides the best one.
     psnr_data_range : float
         Data range of PSNR and SSIM (1, as in the paper).
-    operator_backend : {"auto", "matrix", "odl"}
+    operator_backend : {"auto", "matrix", "native", "odl"}
         Back-end of `lpd.as_tf_operator`.
     deterministic : bool
         Enable TensorFlow's op determinism, so that a resumed run reproduces an
@@ -428,7 +513,7 @@ class TrainingConfig:
     log_every: int = 10
     keep_checkpoints: int = 2
     psnr_data_range: float = 1.0
-    operator_backend: Literal["auto", "matrix", "odl"] = "auto"
+    operator_backend: Literal["auto", "matrix", "native", "odl"] = "auto"
     deterministic: bool = True
     distribute: Literal["auto", "none", "mirrored"] = "auto"
     augment: Literal["flips", "dihedral"] | None = None
@@ -458,7 +543,7 @@ class TrainingConfig:
             raise ValueError(f"beta_2 must be in [0, 1), got {self.beta_2}")
         if self.seed < 0 or self.validation_seed < 0:
             raise ValueError("seeds must be >= 0")
-        if self.operator_backend not in ("auto", "matrix", "odl"):
+        if self.operator_backend not in ("auto", "matrix", "native", "odl"):
             raise ValueError(f"unknown operator_backend {self.operator_backend!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
@@ -478,7 +563,8 @@ class TrainingConfig:
 
 
 _REGISTRY: dict[str, type] = {
-    cls.__name__: cls for cls in (NoiseConfig, ProblemConfig, NetworkConfig, TrainingConfig)
+    cls.__name__: cls for cls in (NoiseConfig, SamplingConfig, ProblemConfig, NetworkConfig,
+                                 TrainingConfig)
 }
 
 

@@ -9,7 +9,7 @@ from lpd.methods import registry
 
 
 def test_unknown_keys_are_refused_with_the_known_ones_listed():
-    with pytest.raises(ValueError, match="unknown method 'sart'; choose one of fbp, tv"):
+    with pytest.raises(ValueError, match="unknown method 'sart'; choose one of fbp, zf, tv"):
         registry.get("sart")
     with pytest.raises(ValueError, match="unknown method 'tv'; choose one of unet, lgd"):
         config.NetworkConfig(method="tv")
@@ -20,7 +20,7 @@ def test_the_lists_of_methods_come_from_the_registry():
 
     assert config.METHODS == registry.learned_keys() == ("unet", "lgd", "lp", "lpd")
     assert tuple(reproduce.METHOD_NAMES) == tuple(registry.METHODS)
-    assert reproduce.CLASSICAL == ("fbp", "tv", "tikhonov", "pinv", "lmmse")
+    assert reproduce.CLASSICAL == ("fbp", "zf", "tv", "tikhonov", "pinv", "lmmse")
     assert set(reproduce.LEARNED) == set(config.METHODS)
     for method in registry.METHODS.values():
         assert method.family in registry.FAMILIES

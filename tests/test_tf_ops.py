@@ -8,9 +8,10 @@ inside ``tf.function``, at batch 1 and 3:
 - gradients equal the Euclidean transpose ``(w_X / w_Y) A^*`` and agree with
   finite differences, for the operator and for its adjoint, to second order.
 
-The operators include weightings and geometries that the package's set-ups do
-not use (a unit-square image space whose weightings differ between domain and
-range, a fan beam, a one-axis matrix, a finite-difference operator).
+The operators include the masked Fourier transform of MRI, and weightings and
+geometries that the package's set-ups do not use (a unit-square image space
+whose weightings differ between domain and range, a fan beam, a one-axis
+matrix, a finite-difference operator).
 """
 
 from __future__ import annotations
@@ -62,8 +63,26 @@ def _partial_derivative():
     return odl.PartialDerivative(space, axis=1, pad_mode="constant")
 
 
+def _mri_small():
+    # The masked unitary Fourier transform of MRI on its own set-up (weightings 1).
+    return operators.get_setup("brain_mri_small").operator
+
+
+def _mri_weighted():
+    # The same kind of operator on a space with ODL's default (cell-volume)
+    # weighting, so that ODL's adjoint differs from the Euclidean transpose.
+    from lpd.config import SamplingConfig
+    from lpd.physics.fourier import MaskedFourierTransform, sampling_mask
+
+    space = odl.uniform_discr([0, 0], [2, 3], [12, 10], dtype="float32")
+    return MaskedFourierTransform(space, sampling_mask(space.shape,
+                                                       SamplingConfig("lines", 0.5, seed=2)))
+
+
 # name -> (factory, back-ends that must work)
 OPERATORS = {
+    "mri_small": (_mri_small, ("native", "odl")),
+    "mri_weighted": (_mri_weighted, ("native", "odl")),
     "ellipses_small": (_normalised_ellipses, ("matrix", "odl")),
     "unit_square": (_unit_square_parallel, ("matrix", "odl")),
     "fan_beam": (_fan_beam, ("matrix", "odl")),

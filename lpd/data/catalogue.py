@@ -3,8 +3,8 @@
 `training_images` gives the images that a training configuration names (one of
 `lpd.config.TRAINING_IMAGES`). `data_sources` lists every source (the generated
 phantoms, the real CT that installs offline, `lpd.data.packaged_ct`'s chest CT,
-and the Mayo and LoDoPaB data that users bring); `describe_sources` is the
-table that ``lpd datasets`` prints.
+`lpd.data.brain_mri`'s brain MRI, and the Mayo and LoDoPaB data that users
+bring); `describe_sources` is the table that ``lpd datasets`` prints.
 
 Environment variables (both optional): ``LPD_MAYO_DIR`` and ``LPD_LODOPAB_DIR``
 (directories that `describe_sources` reports on). See ``data/README.md``.
@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from lpd.config import TRAINING_IMAGES
-from lpd.data import packaged_ct
+from lpd.data import brain_mri, packaged_ct
 from lpd.data.ct_units import read_dicom, source_entry
 from lpd.data.head_ct import HEAD_CT_SPLITS, PYDICOM_CT_FILES, head_ct_path, load_inv3, pydicom_path
 from lpd.data.lodopab import LODOPAB_COUNTS, LODOPAB_HOW
@@ -109,6 +109,7 @@ def data_sources(mayo_dir: str | os.PathLike | None = None,
         f"({', '.join(f'{n} {s}' for n, s in zip(found, shapes, strict=True))}): "
         "split 'other_patients'",
         "pydicom / pydicom-data packages", "; ".join(problems) or ""))
+    out.append(_brain_mri_source())  # packaged_ct's entries go in before it, below
 
     mayo_dir = mayo_dir or os.environ.get("LPD_MAYO_DIR")
     if mayo_dir and Path(mayo_dir).is_dir():
@@ -138,6 +139,24 @@ def data_sources(mayo_dir: str | os.PathLike | None = None,
                            f"set LPD_LODOPAB_DIR or pass the directory; {LODOPAB_HOW}"))
     out[5:5] = packaged_ct.describe()  # after the head CT and the pydicom slices
     return out
+
+
+def _brain_mri_source() -> dict:
+    """The entry of `data_sources` for the Colin27 brain MRI (its header read, not its voxels)."""
+    try:
+        path = brain_mri.brain_mri_path()
+        shape, spacing = brain_mri.read_colin27_header(path)
+    except DataError as err:
+        return source_entry("brain_mri", "installed", False,
+                            "real brain MRI: Colin27 T1 volume (mricron-data)", "", str(err))
+    counts = ", ".join(f"{split} {len(brain_mri.split_slices(split))}"
+                       for split in brain_mri.BRAIN_MRI_SPLITS)
+    voxels = " x ".join(f"{s:.3g}" for s in spacing)
+    return source_entry(
+        "brain_mri", "installed", True,
+        f"T1 brain MRI (Colin27, one averaged subject): {' x '.join(map(str, shape))} voxels "
+        f"of {voxels} mm, axial slices in [0, 1]; splits: {counts} "
+        "(--images brain_mri)", str(path))
 
 
 def _mayo_source(root: Path) -> dict:

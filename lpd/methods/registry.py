@@ -21,10 +21,15 @@ import dataclasses
 import importlib
 from typing import Any
 
-__all__ = ["Method", "METHODS", "FAMILIES", "get", "keys", "learned_keys", "unknown_method"]
+__all__ = ["Method", "METHODS", "FAMILIES", "MODALITIES", "get", "keys", "learned_keys",
+           "unknown_method"]
 
 FAMILIES = ("analytical", "optimisation", "statistical", "post-processing", "unrolled")
 """The families of methods, in the order a results table lists them."""
+
+MODALITIES = ("ct", "mri")
+"""``"ct"``: a ray transform (`lpd.physics.operators`); ``"mri"``: sampled Fourier
+coefficients (`lpd.physics.fourier`); `lpd.config.ProblemConfig.modality`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,9 @@ class Method:
         One line for help texts.
     reference : str
         Where the method comes from.
+    modalities : tuple of str
+        The modalities it applies to (`MODALITIES`): FBP needs a ray transform,
+        zero filling a Fourier operator; the others take any linear operator.
     """
 
     key: str
@@ -61,10 +69,19 @@ class Method:
     builder: str
     summary: str
     reference: str = ""
+    modalities: tuple[str, ...] = ("ct", "mri")
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ValueError(f"{self.key}: family must be one of {FAMILIES}, got {self.family!r}")
+        unknown = set(self.modalities) - set(MODALITIES)
+        if unknown or not self.modalities:
+            raise ValueError(f"{self.key}: modalities must be some of {MODALITIES}, "
+                             f"got {self.modalities!r}")
+
+    def applies_to(self, modality: str) -> bool:
+        """Whether the method works on a set-up of ``modality`` (``"ct"`` or ``"mri"``)."""
+        return modality in self.modalities
 
     def load(self) -> Any:
         """The class (or function) that builds the method, imported now."""
@@ -74,7 +91,13 @@ class Method:
 
 METHODS: dict[str, Method] = {m.key: m for m in (
     Method("fbp", "FBP", "analytical", False, "lpd.methods.classical:FBPReconstructor",
-           "filtered back-projection with a tuned filter window and cut-off"),
+           "filtered back-projection with a tuned filter window and cut-off",
+           modalities=("ct",)),
+    Method("zf", "Zero filling", "analytical", False,
+           "lpd.methods.classical:ZeroFillingReconstructor",
+           "the inverse Fourier transform with the unmeasured coefficients set to zero (MRI)",
+           "Bernstein, Fain & Riederer, J Magn Reson Imaging 14(3), 2001",
+           modalities=("mri",)),
     Method("tv", "TV", "optimisation", False, "lpd.methods.classical:TVReconstructor",
            "total variation regularisation solved by PDHG (Chambolle-Pock)"),
     Method("tikhonov", "Tikhonov", "optimisation", False,

@@ -5,18 +5,22 @@ spaces into an object that applies the operator, and its adjoint, to batches of
 float32 tensors in NHWC layout, eagerly or inside ``tf.function``, with
 gradients that TensorFlow can propagate through (also to second order).
 
-Two back-ends compute the same thing:
+The back-ends compute the same thing:
 
 ``"matrix"``
     A sparse system matrix (for 2D ray transforms taken from ASTRA's own
     projector, then checked against ODL), applied with scipy to the whole batch
     at once. The fastest on a CPU for problems whose matrix fits in memory.
+``"native"``
+    The operator's own batched numpy code (``batch_apply``), for operators that
+    have one: the masked Fourier transform of MRI (`lpd.physics.fourier`).
 ``"odl"``
     ODL's own call per image. Works for every operator, including ASTRA's CUDA
     transforms on a GPU machine and operators of the user's own.
 
-``backend="auto"`` takes the matrix where one exists within ``memory_budget``
-and ODL otherwise; it never builds a matrix above the budget.
+``backend="auto"`` takes the native code where there is one, else the matrix
+where one exists within ``memory_budget``, and ODL otherwise; it never builds a
+matrix above the budget.
 
 Gradients. ODL's adjoint is taken in the spaces' weighted inner products
 ``<x, y>_X = w_X * sum(x * y)``. TensorFlow needs the Euclidean transpose ``W^T``
@@ -39,7 +43,7 @@ from lpd.physics.projector import Projector, power_norm, projector
 __all__ = ["TFOperator", "PreLogForward", "PreLogDerivative", "as_tf_operator", "tf_norm",
            "post_log", "BACKENDS"]
 
-BACKENDS = ("auto", "matrix", "odl")
+BACKENDS = ("auto", "matrix", "native", "odl")
 
 
 class _Kernel:
@@ -194,11 +198,13 @@ def as_tf_operator(odl_op, backend: str = "auto", memory_budget: float = 2**31) 
     odl_op : odl.Operator
         Linear operator between uniformly discretised spaces with constant
         weightings, e.g. a ray transform or ``A / ||A||``.
-    backend : {"auto", "matrix", "odl"}
+    backend : {"auto", "matrix", "native", "odl"}
         ``"matrix"``: a sparse system matrix (2D ASTRA CPU ray transforms and
-        ``MatrixOperator``), checked against ODL when built. ``"odl"``: ODL's own
-        call, for any operator. ``"auto"``: the matrix where it is available
-        within ``memory_budget``, otherwise ODL.
+        ``MatrixOperator``), checked against ODL when built. ``"native"``: the
+        operator's own batched code (the Fourier transform of MRI). ``"odl"``:
+        ODL's own call, for any operator. ``"auto"``: native code where there is
+        some, else the matrix where it is available within ``memory_budget``,
+        otherwise ODL.
     memory_budget : float
         Largest memory in bytes that the system matrix and its transpose may
         take (default 2 GiB). The estimate is made before anything is built.
@@ -246,13 +252,18 @@ def as_tf_operator(odl_op, backend: str = "auto", memory_budget: float = 2**31) 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
 
+    has_native = hasattr(operators.unwrap_scalar(odl_op)[1], "batch_apply")
     if backend == "matrix":
         try:
             operators.shared_system_matrix(odl_op, memory_budget)
         except MatrixUnavailableError as err:
             raise ValueError(f"backend='matrix' is not available: {err}") from err
+    if backend == "native" and not has_native:
+        raise ValueError(f"backend='native' is not available: {type(odl_op).__name__} has no "
+                         "batched code of its own (batch_apply)")
     # A budget of 0 admits no matrix: ODL's own call.
-    kernel = _Kernel(projector(odl_op, 0.0 if backend == "odl" else memory_budget))
+    kernel = _Kernel(projector(odl_op, 0.0 if backend == "odl" else memory_budget,
+                               native=backend in ("auto", "native")))
     return TFOperator(kernel, False, 1.0, odl_op, odl_op.domain.shape, odl_op.range.shape,
                       domain_weight, range_weight)
 

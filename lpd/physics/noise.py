@@ -42,12 +42,13 @@ def _generator(rng, fallback: np.random.Generator) -> np.random.Generator:
 
 
 class GaussianNoise:
-    """Additive white Gaussian noise relative to the mean absolute data.
+    """Additive white Gaussian noise, relative to the mean absolute data or absolute.
 
     Each sample of a batch gets noise of standard deviation
-    ``relative_std * mean(|y|)``, the mean taken over that sample. This is the
-    noise of the ellipse experiment (5 %), applied to the normalised data
-    ``A x / ||A||`` (`input` is ``"operator"``).
+    ``relative_std * mean(|y|) + std``, the mean taken over that sample. The
+    ellipse experiment has 5 % relative noise on the normalised data
+    ``A x / ||A||`` (`input` is ``"operator"``); the MRI experiment an absolute
+    ``std`` on the measured Fourier coefficients only (``support``).
 
     Parameters
     ----------
@@ -55,6 +56,11 @@ class GaussianNoise:
         Noise level relative to the mean absolute data.
     seed : int, optional
         Seed of the generator used when a call gets no ``rng``.
+    std : float
+        Absolute standard deviation, added to the relative one.
+    support : array-like, optional
+        1 where the data are measured and 0 elsewhere (shape of one sample):
+        noise is added on the support only.
 
     References
     ----------
@@ -65,10 +71,15 @@ class GaussianNoise:
     kind = "gaussian"
     input = "operator"
 
-    def __init__(self, relative_std: float = 0.05, seed: int | None = None):
+    def __init__(self, relative_std: float = 0.05, seed: int | None = None, std: float = 0.0,
+                 support=None):
         if not (math.isfinite(relative_std) and relative_std >= 0):
             raise ValueError(f"relative_std must be finite and >= 0, got {relative_std}")
+        if not (math.isfinite(std) and std >= 0):
+            raise ValueError(f"std must be finite and >= 0, got {std}")
         self.relative_std = float(relative_std)
+        self.std = float(std)
+        self.support = None if support is None else np.asarray(support, dtype=np.float64)
         self._rng = np.random.default_rng(seed)
 
     def __call__(self, data, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -90,12 +101,21 @@ class GaussianNoise:
         if data.ndim < 2:
             raise ValueError(f"expected data of shape (batch, ...), got {data.shape}")
         rng = _generator(rng, self._rng)
+        if self.support is not None and data.shape[1:] != self.support.shape:
+            raise ValueError(f"expected data of shape (batch, {self.support.shape}), "
+                             f"got {data.shape}")
         axes = tuple(range(1, data.ndim))
-        std = self.relative_std * np.mean(np.abs(data), axis=axes, keepdims=True)
-        return (data + std * rng.standard_normal(data.shape)).astype(np.float32)
+        std = self.relative_std * np.mean(np.abs(data), axis=axes, keepdims=True) + self.std
+        noise = std * rng.standard_normal(data.shape)
+        if self.support is not None:
+            noise *= self.support
+        return (data + noise).astype(np.float32)
 
     def __repr__(self) -> str:
-        return f"GaussianNoise(relative_std={self.relative_std})"
+        extra = f", std={self.std}" if self.std else ""
+        if self.support is not None:
+            extra += f", support of {int(self.support.sum())} / {self.support.size}"
+        return f"GaussianNoise(relative_std={self.relative_std}{extra})"
 
 
 class PoissonNoise:
@@ -182,10 +202,17 @@ class PoissonNoise:
         return f"PoissonNoise(mu={self.mu}, photons={self.photons:g})"
 
 
-def noise_model(config: NoiseConfig, seed: int | None = None) -> GaussianNoise | PoissonNoise:
-    """Build the noise model described by ``config`` (e.g. ``setup.config.noise``)."""
+def noise_model(config: NoiseConfig, seed: int | None = None,
+                support=None) -> GaussianNoise | PoissonNoise:
+    """Build the noise model described by ``config`` (e.g. ``setup.config.noise``).
+
+    ``support`` (Gaussian noise only) is 1 on the entries of the data that are
+    measured and 0 elsewhere, e.g. the sampled coefficients of an MRI mask
+    (`lpd.physics.fourier.MaskedFourierTransform.support`); noise is added on
+    the support only.
+    """
     if not isinstance(config, NoiseConfig):
         raise TypeError(f"expected a NoiseConfig, got {type(config).__name__}")
     if config.kind == "gaussian":
-        return GaussianNoise(config.relative_std, seed=seed)
+        return GaussianNoise(config.relative_std, seed=seed, std=config.std, support=support)
     return PoissonNoise(config.mu, config.photons, seed=seed)

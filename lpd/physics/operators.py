@@ -1,7 +1,8 @@
 """ODL spaces, geometries and ray transforms, and the named problem set-ups.
 
-This is the only module of lpd that imports ODL's tomography package or ASTRA.
-Everything else receives operators built here.
+This is the only module of lpd that imports ODL's tomography package or ASTRA
+(the Fourier operator of MRI is in `lpd.physics.fourier`). Everything else
+receives operators built here.
 
 The named set-ups (`SETUPS`) are the two experiments of the Learned Primal-Dual
 paper plus smaller set-ups of the same physics that run on a CPU:
@@ -15,6 +16,10 @@ name                image       beam          angles   noise
 ``human_small``     128 x 128   fan (flat)    128      pre-log Poisson, mu 0.02, N0 1e4
 ``lodopab``         362 x 362   parallel      1000     LoDoPaB-CT's: Poisson, N0 4096
 ==================  ==========  ============  =======  ==================================
+
+and the MRI set-ups of `lpd.physics.fourier` (the unitary Fourier transform on
+a sampling mask, ``ProblemConfig.sampling``): ``brain_mri`` (160 x 192, a radial
+mask at rate 1/4, complex noise of level 0.1) and ``brain_mri_small`` (80 x 96).
 
 References
 ----------
@@ -59,6 +64,7 @@ __all__ = [
     "SystemMatrix",
     "shared_system_matrix",
     "constant_weighting",
+    "unwrap_scalar",
 ]
 
 
@@ -179,9 +185,11 @@ class Setup:
     config : ProblemConfig
     space : odl.DiscretizedSpace
         The image space.
-    geometry : odl.applications.tomo.Geometry
+    geometry : odl.applications.tomo.Geometry or numpy.ndarray
+        The scanner geometry; for MRI the boolean sampling mask of k-space.
     ray_trafo : odl.Operator
-        The unnormalised ray transform ``A``.
+        The unnormalised forward operator ``A``: the ray transform, or for MRI
+        the masked Fourier transform (`lpd.physics.fourier.MaskedFourierTransform`).
     operator : odl.Operator
         The forward operator of the experiment: ``A / ||A||`` when
         ``config.normalize`` is set, otherwise ``A`` itself.
@@ -196,7 +204,12 @@ class Setup:
     @property
     def opnorm(self) -> float:
         """``||A||`` by the power method, computed once per set-up and process."""
-        return _cached_norm(self.config, self.ray_trafo.impl)
+        return _cached_norm(self.config, getattr(self.ray_trafo, "impl", None))
+
+    @property
+    def modality(self) -> str:
+        """``"ct"`` or ``"mri"`` (`lpd.config.ProblemConfig.modality`)."""
+        return self.config.modality
 
     @property
     def data_space(self) -> odl.DiscretizedSpace:
@@ -208,7 +221,7 @@ class Setup:
         """The noise model (`lpd.physics.noise.GaussianNoise` or ``PoissonNoise``)."""
         from lpd.physics.noise import noise_model
 
-        return noise_model(self.config.noise)
+        return noise_model(self.config.noise, support=getattr(self.operator, "support", None))
 
     def noise_input(self, noise=None) -> odl.Operator:
         """The operator whose output a noise model takes: ``A`` for Poisson, `operator` else."""
@@ -278,20 +291,30 @@ class Setup:
         return PreLogForward(self.tf_operator(backend), self.config.noise.mu)
 
 
+def _unnormalised(config: ProblemConfig, space, impl: str | None):
+    """``(geometry, A)``: the ray transform of the geometry, or (MRI) the mask and `K F`."""
+    if config.sampling is not None:
+        from lpd.physics.fourier import MaskedFourierTransform, sampling_mask
+
+        mask = sampling_mask(space.shape, config.sampling)
+        return mask, MaskedFourierTransform(space, mask)
+    geometry = make_geometry(config, space)
+    return geometry, ray_transform(space, geometry, impl)
+
+
 @functools.lru_cache(maxsize=16)
-def _cached_norm(config: ProblemConfig, impl: str) -> float:
+def _cached_norm(config: ProblemConfig, impl: str | None) -> float:
     space = image_space(config)
-    return operator_norm(ray_transform(space, make_geometry(config, space), impl))
+    return operator_norm(_unnormalised(config, space, impl)[1])
 
 
 @functools.lru_cache(maxsize=16)
 def _build_setup(config: ProblemConfig, impl: str | None) -> Setup:
     space = image_space(config)
-    geometry = make_geometry(config, space)
-    ray_trafo = ray_transform(space, geometry, impl)
+    geometry, ray_trafo = _unnormalised(config, space, impl)
     operator = ray_trafo
     if config.normalize:
-        operator = (1.0 / _cached_norm(config, ray_trafo.impl)) * ray_trafo
+        operator = (1.0 / _cached_norm(config, getattr(ray_trafo, "impl", None))) * ray_trafo
     return Setup(config=config, space=space, geometry=geometry, ray_trafo=ray_trafo,
                  operator=operator)
 
@@ -358,7 +381,7 @@ def get_setup(name: str | ProblemConfig, impl: str | None = None) -> Setup:
 # Sparse system matrices
 # ---------------------------------------------------------------------------
 
-def _unwrap_scalar(op):
+def unwrap_scalar(op):
     """Split ``op`` into ``(scalar, inner)`` through ODL's scalar products."""
     scalar = 1.0
     while isinstance(op, odl.OperatorLeftScalarMult | odl.OperatorRightScalarMult):
@@ -373,7 +396,7 @@ def estimate_matrix_bytes(op) -> int | None:
     Returns ``None`` when ``op`` has no sparse-matrix form that lpd can build.
     The estimate costs nothing: it is made before anything is allocated.
     """
-    _, inner = _unwrap_scalar(op)
+    _, inner = unwrap_scalar(op)
     if isinstance(inner, tomo.RayTransform):
         if inner.impl != "astra_cpu" or inner.domain.ndim != 2:
             return None
@@ -392,7 +415,7 @@ def estimate_matrix_bytes(op) -> int | None:
 
 def _raw_matrix(op) -> sp.csr_matrix:
     """The matrix of ``op`` as it acts on flattened arrays (not yet verified)."""
-    scalar, inner = _unwrap_scalar(op)
+    scalar, inner = unwrap_scalar(op)
     if isinstance(inner, tomo.RayTransform):
         import astra
         from odl.applications.tomo.backends.astra_cpu import default_astra_proj_type

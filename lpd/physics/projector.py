@@ -43,24 +43,33 @@ class Projector:
     ----------
     op : odl.Operator
     domain_shape, range_shape : tuple of int
-    backend : {"matrix", "odl"}
+    backend : {"matrix", "native", "odl"}
     """
 
-    def __init__(self, op, memory_budget: float = DEFAULT_MEMORY_BUDGET):
+    def __init__(self, op, memory_budget: float = DEFAULT_MEMORY_BUDGET, native: bool = True):
         self.op = op
         self.domain_shape = tuple(op.domain.shape)
         self.range_shape = tuple(op.range.shape)
-        try:
-            matrices = operators.shared_system_matrix(op, memory_budget)
-            self.matrix, self.matrix_t = matrices.forward, matrices.transpose
-        except operators.MatrixUnavailableError:
-            self.matrix = self.matrix_t = None
+        # An operator that applies itself to batches (the Fourier transform of
+        # MRI, `lpd.physics.fourier`) needs neither a matrix nor ODL's loop.
+        scalar, inner = operators.unwrap_scalar(op)
+        self._native = (scalar, inner) if native and hasattr(inner, "batch_apply") else None
+        self.matrix = self.matrix_t = None
+        if self._native is None:
+            try:
+                matrices = operators.shared_system_matrix(op, memory_budget)
+                self.matrix, self.matrix_t = matrices.forward, matrices.transpose
+            except operators.MatrixUnavailableError:
+                pass
         self.transpose_scale = operators.constant_weighting(
             op.domain) / operators.constant_weighting(op.range)
         self._norm: float | None = None
 
     @property
     def backend(self) -> str:
+        """``"matrix"``, ``"native"`` (the operator's own batched numpy code) or ``"odl"``."""
+        if self._native is not None:
+            return "native"
         return "odl" if self.matrix is None else "matrix"
 
     def forward(self, x) -> np.ndarray:
@@ -83,6 +92,10 @@ class Projector:
         shape_in, shape_out = ((self.range_shape, self.domain_shape) if transpose
                                else (self.domain_shape, self.range_shape))
         matrix = self.matrix_t if transpose else self.matrix
+        if self._native is not None and (x.shape == shape_in or x.shape[1:] == shape_in):
+            scalar, inner = self._native
+            out = inner.batch_apply(x, transpose=transpose)
+            return out if scalar == 1.0 else out * np.float32(scalar)
         if x.shape == shape_in:
             if matrix is not None:
                 return (matrix @ x.ravel()).reshape(shape_out)
@@ -112,18 +125,23 @@ class Projector:
 
 # Projectors by id of the ODL operator and budget. The weak reference both checks
 # that the id still names the same operator and drops the entry when it is freed.
-_SHARED: dict[tuple[int, float], tuple[weakref.ref, Projector]] = {}
+_SHARED: dict[tuple[int, float, bool], tuple[weakref.ref, Projector]] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def projector(op, memory_budget: float = DEFAULT_MEMORY_BUDGET) -> Projector:
-    """The `Projector` of ``op``, one per operator and memory budget in a process."""
-    key = (id(op), float(memory_budget))
+def projector(op, memory_budget: float = DEFAULT_MEMORY_BUDGET, native: bool = True
+              ) -> Projector:
+    """The `Projector` of ``op``, one per operator, memory budget and ``native`` in a process.
+
+    ``native=False`` ignores an operator's own batched code (``batch_apply``) and
+    calls ODL per image, as for any other operator without a matrix.
+    """
+    key = (id(op), float(memory_budget), bool(native))
     with _SHARED_LOCK:
         entry = _SHARED.get(key)
         if entry is not None and entry[0]() is op:
             return entry[1]
-        made = Projector(op, memory_budget)
+        made = Projector(op, memory_budget, native)
 
         def forget(ref, key=key, shared=_SHARED):
             # No lock: the collector may call this while this thread holds it (and

@@ -89,7 +89,7 @@ def build_model(network: NetworkConfig, setup: str | ProblemConfig = "ellipses",
     operator : TFOperator, optional
         The forward operator; by default the set-up's (``A / ||A||`` for the
         ellipses, ``A`` for the human set-ups) through `lpd.as_tf_operator`.
-    backend : {"auto", "matrix", "odl"}
+    backend : {"auto", "matrix", "native", "odl"}
         Back-end of the bridge when the operator is built here.
     post_log : bool
         Whether the data will be post-log (decides the data model of Poisson
