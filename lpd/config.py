@@ -21,6 +21,10 @@ METHODS = registry.learned_keys()
 __all__ = [
     "NoiseConfig",
     "SamplingConfig",
+    "MRI_PATTERNS",
+    "MRI_RATES",
+    "MRI_NOISE",
+    "mri_setup_name",
     "ProblemConfig",
     "NetworkConfig",
     "TrainingConfig",
@@ -289,6 +293,29 @@ SETUPS: dict[str, ProblemConfig] = {
         sampling=SamplingConfig("radial", 0.25),
     ),
 }
+
+#: The cells of the seed's Table 2 (Liu, Kuang & Zhang 2018): sampling patterns, rates
+#: ``1 / k`` and noise levels in percent of the image maximum.
+MRI_PATTERNS = SAMPLING_PATTERNS
+MRI_RATES = (5, 4, 3)
+MRI_NOISE = (0, 10)
+
+
+def mri_setup_name(pattern: str, rate: int, noise: int, base: str = "brain_mri") -> str:
+    """The name of one cell of the MRI grid, e.g. ``brain_mri_radial4_noise10`` (rate 1/4)."""
+    return f"{base}_{pattern}{rate}_noise{noise}"
+
+
+# One set-up per cell of the grid, on brain_mri's grid: weights and tuned parameters
+# are per set-up.
+for _pattern in MRI_PATTERNS:
+    for _rate in MRI_RATES:
+        for _noise in MRI_NOISE:
+            _name = mri_setup_name(_pattern, _rate, _noise)
+            SETUPS[_name] = dataclasses.replace(
+                SETUPS["brain_mri"], name=_name, sampling=SamplingConfig(_pattern, 1 / _rate),
+                noise=NoiseConfig(kind="gaussian", relative_std=0.0, std=_noise / 100))
+del _pattern, _rate, _noise, _name
 
 
 def to_dict(config: Any) -> dict:

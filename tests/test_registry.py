@@ -20,20 +20,23 @@ def test_the_lists_of_methods_come_from_the_registry():
 
     assert config.METHODS == registry.learned_keys() == ("unet", "lgd", "lp", "lpd")
     assert tuple(reproduce.METHOD_NAMES) == tuple(registry.METHODS)
-    assert reproduce.CLASSICAL == ("fbp", "zf", "tv", "tikhonov", "pinv", "lmmse")
+    assert reproduce.CLASSICAL == ("fbp", "zf", "tv", "tikhonov", "pinv", "lmmse", "admm")
     assert set(reproduce.LEARNED) == set(config.METHODS)
     for method in registry.METHODS.values():
         assert method.family in registry.FAMILIES
 
 
 def test_every_classical_builder_is_a_reconstructor():
-    from lpd.methods import classical, lmmse
+    from lpd.methods import classical, lmmse, splitting
 
     for key in registry.keys(learned=False):
         build = registry.get(key).load()
         if key == "lmmse":  # a function: it estimates the moments first
             assert build is lmmse.linear_mmse and issubclass(lmmse.LinearMMSE,
                                                              classical.Reconstructor)
+        elif key == "admm":  # a function: it loads the trained networks first
+            assert build is splitting.load_splitting and issubclass(
+                splitting.SplittingReconstructor, classical.Reconstructor)
         else:
             assert issubclass(build, classical.Reconstructor), key
 

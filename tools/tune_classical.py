@@ -2,9 +2,11 @@
 
     python tools/tune_classical.py --setup ellipses
     python tools/tune_classical.py --setup human_small --n-val 2
+    python tools/tune_classical.py --setup brain_mri_radial4_noise10 --tv-iter 300
 
-Validation data: random ellipse phantoms (ellipse set-ups) or the validation
-slices of the real head CT (human set-ups), with the set-up's noise; PSNR at
+Validation data: random ellipse phantoms (ellipse set-ups), the validation
+slices of the real head CT (human set-ups) or of the brain MRI (MRI set-ups:
+FBP is not tuned there), with the set-up's noise; PSNR at
 ``--data-range``. ``--tune-on test`` tunes on the test images themselves (the
 protocol behind the issue's reference figures), for comparison only.
 Writes ``data/classical/<setup>.json`` (``--out``; never replaced without
@@ -35,11 +37,19 @@ from lpd.physics.projector import projector
 def image_sets(setup, n_val, seed):
     """Validation and test sets as (data, images) pairs."""
     name, shape = setup.config.name, setup.space.shape
+    pick = lambda s, n: s.subset(np.linspace(0, len(s) - 1, n).round().astype(int))  # noqa: E731
+    if setup.config.modality == "mri":
+        from lpd.data import brain_mri
+
+        val = pick(brain_mri.brain_mri_slices(setup, "validation"), n_val)
+        test = brain_mri.brain_mri_slices(setup, "test")
+        return (datasets.fixed_set(setup, val, seed=seed), datasets.fixed_set(setup, test,
+                                                                              seed=seed),
+                f"brain MRI validation slices {val.labels}")
     if setup.config.noise.kind == "gaussian":
         val = datasets.fixed_set(setup, datasets.RandomPhantoms("ellipses", shape), n_val, seed)
         sl = datasets.ImageSet.from_array(phantoms.shepp_logan(shape)[None], name="shepp_logan")
         return val, datasets.fixed_set(setup, sl, seed=seed + 1000), "random ellipses"
-    pick = lambda s, n: s.subset(np.linspace(0, len(s) - 1, n).round().astype(int))  # noqa: E731
     val = pick(realdata.real_ct_slices(name, "validation"), n_val)
     test = pick(realdata.real_ct_slices(name, "test"), 4)
     return (datasets.fixed_set(setup, val, seed=seed), datasets.fixed_set(setup, test, seed=seed),
@@ -88,19 +98,25 @@ def main(argv=None):
     search_args = dict(data=val_data, truth=val_truth, data_range=args.data_range, verbose=True)
     print(f"set-up {args.setup}: tuning on {len(val_truth)} images ({source})", flush=True)
 
-    print("FBP: grid over filters and frequency scaling")
-    scalings = [round(float(v), 2) for v in np.arange(0.1, 1.001, 0.05)]
-    fbp = classical.grid_search(functools.partial(classical.FBPReconstructor, setup),
-                                {"filter_type": classical.FILTERS,
-                                 "frequency_scaling": scalings}, **search_args)
+    mri = setup.config.modality == "mri"
+    fbp = None
+    if not mri:  # MRI's analytical method, zero filling, has no parameters
+        print("FBP: grid over filters and frequency scaling")
+        scalings = [round(float(v), 2) for v in np.arange(0.1, 1.001, 0.05)]
+        fbp = classical.grid_search(functools.partial(classical.FBPReconstructor, setup),
+                                    {"filter_type": classical.FILTERS,
+                                     "frequency_scaling": scalings}, **search_args)
 
     poisson = setup.config.noise.kind == "poisson"
-    # Attenuation is non-negative; ellipse phantoms are not, so try both there.
-    nonneg_options = (True,) if poisson else (False, True)
+    # Attenuation and MR magnitude are non-negative; ellipse phantoms are not, so
+    # try both there.
+    nonneg_options = (True,) if poisson or mri else (False, True)
+    # Images in [0, 1] and a unitary operator: the MRI weights are larger.
+    weights = (1e-6, 1.0) if mri else (1e-5, 1e-1)
     ratio, tv, record = 100.0, None, {}
     for _ in range(2):  # re-search once if PDHG had not converged at this ratio
         tv = max((classical.golden_section_search(
-            functools.partial(classical.TVReconstructor, setup), "weight", 1e-5, 1e-1,
+            functools.partial(classical.TVReconstructor, setup), "weight", *weights,
             fixed={"n_iter": args.tv_iter, "nonneg": nn, "step_ratio": ratio},
             n_eval=args.n_eval, **search_args) for nn in nonneg_options),
             key=lambda r: r.score)
@@ -121,9 +137,11 @@ def main(argv=None):
         functools.partial(classical.TikhonovReconstructor, setup), "weight", 1e-6 * scale,
         10.0 * scale, fixed={"n_iter": 100}, n_eval=args.n_eval, **search_args)
 
+    fbp_params = ({} if fbp is None else
+                  {"fbp_filter": fbp.best["filter_type"],
+                   "fbp_frequency_scaling": fbp.best["frequency_scaling"]})
     params = classical.ClassicalParams(
-        setup=args.setup, fbp_filter=fbp.best["filter_type"],
-        fbp_frequency_scaling=fbp.best["frequency_scaling"], tv_weight=tv.best["weight"],
+        setup=args.setup, **fbp_params, tv_weight=tv.best["weight"],
         tv_n_iter=args.tv_iter, tv_nonneg=tv.best["nonneg"], tv_step_ratio=ratio,
         tikhonov_weight=tik.best["weight"], tikhonov_n_iter=100)
     print(params)
@@ -137,7 +155,8 @@ def main(argv=None):
               f"{r.params}")
     search = {"command": command, "tuned_on": source, "n_images": len(val_truth),
               "seed": args.seed, "data_range": args.data_range, "criterion": "mean PSNR",
-              "fbp": fbp.to_dict(), "tv": tv.to_dict(), "tv_convergence": record,
+              "fbp": None if fbp is None else fbp.to_dict(), "tv": tv.to_dict(),
+              "tv_convergence": record,
               "tikhonov": tik.to_dict(),
               "test": [dataclasses.asdict(r.row()) | {"psnr_per_image": list(r.psnr)}
                        for r in results]}

@@ -16,7 +16,7 @@ import numpy as np
 
 from lpd.io import atomic_write
 
-__all__ = ["reconstruction_figure", "training_curves_figure"]
+__all__ = ["reconstruction_figure", "training_curves_figure", "mask_figure", "grid_figure"]
 
 
 def _pyplot():
@@ -123,4 +123,77 @@ def training_curves_figure(histories: Mapping[str, Sequence[Mapping]], path: str
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
+    return _save(fig, path, overwrite)
+
+
+def mask_figure(masks: Mapping[tuple[str, int], np.ndarray], path: str | os.PathLike, *,
+                names: Mapping[str, str] | None = None, overwrite: bool = False) -> Path:
+    """The sampling masks of MRI: one panel per ``(pattern, rate)``, patterns as rows.
+
+    Each panel shows centred k-space (``imshow(mask.T, origin="lower")``, the zero
+    frequency in the middle), white where a coefficient is measured, with the
+    measured fraction in its title.
+    """
+    plt = _pyplot()
+    patterns = list(dict.fromkeys(p for p, _ in masks))
+    rates = sorted({r for _, r in masks}, reverse=True)
+    fig, axes = plt.subplots(len(patterns), len(rates), squeeze=False,
+                             figsize=(2.3 * len(rates), 2.5 * len(patterns)))
+    for i, pattern in enumerate(patterns):
+        for j, rate in enumerate(rates):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            mask = masks.get((pattern, rate))
+            if mask is None:
+                ax.set_frame_on(False)
+                continue
+            ax.imshow(np.asarray(mask, float).T, origin="lower", cmap="gray", vmin=0, vmax=1,
+                      interpolation="nearest")
+            label = (names or {}).get(pattern, pattern)
+            ax.set_title(f"{label}, 1/{rate}\n{100 * np.mean(mask):.1f} % measured", fontsize=8)
+    fig.suptitle("sampling masks (centred k-space)", fontsize=10)
+    return _save(fig, path, overwrite)
+
+
+def grid_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray],
+                                     Mapping[str, str]]],
+                path: str | os.PathLike, *, window: tuple[float, float] = (0.0, 1.0),
+                title: str = "", overwrite: bool = False) -> Path:
+    """One row per case: ground truth and each method, then each method's error map.
+
+    ``rows`` holds ``(label, truth, {method: image}, {method: caption})``; every
+    row has the same methods. Images in ``window``; the error maps
+    ``|image - truth|`` share one colour scale over the whole figure.
+    """
+    plt = _pyplot()
+    methods = list(rows[0][2])
+    errors = [np.abs(np.asarray(img, float) - truth) for _, truth, images, _ in rows
+              for img in images.values()]
+    error_max = max((float(np.percentile(e, 99.5)) for e in errors), default=1.0) or 1.0
+    n_cols = 1 + 2 * len(methods)
+    fig, axes = plt.subplots(len(rows), n_cols, squeeze=False,
+                             figsize=(1.9 * n_cols, 2.2 * len(rows)))
+    for i, (label, truth, images, captions) in enumerate(rows):
+        axes[i, 0].imshow(np.asarray(truth).T, origin="lower", cmap="gray", vmin=window[0],
+                          vmax=window[1])
+        axes[i, 0].set_ylabel(label, fontsize=8)
+        if i == 0:
+            axes[i, 0].set_title("ground truth", fontsize=8)
+        for j, name in enumerate(methods):
+            image = np.asarray(images[name], float)
+            ax = axes[i, 1 + j]
+            ax.imshow(image.T, origin="lower", cmap="gray", vmin=window[0], vmax=window[1])
+            ax.set_title(f"{name}\n{captions.get(name, '')}" if i == 0 else
+                         captions.get(name, ""), fontsize=7)
+            err = axes[i, 1 + len(methods) + j]
+            err.imshow(np.abs(image - truth).T, origin="lower", cmap="magma", vmin=0,
+                       vmax=error_max)
+            if i == 0:
+                err.set_title(f"|error| {name}\n0 to {error_max:.3g}", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _save(fig, path, overwrite)

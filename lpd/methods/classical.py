@@ -534,15 +534,32 @@ class TVReconstructor(Reconstructor):
         tv = float(np.sum(np.sqrt(g[0] ** 2 + g[1] ** 2)))
         return self._data_term(data).value(self._projector.forward(image)) + self.weight * tv
 
-    def reconstruct(self, data, callback: Callable[[int, np.ndarray], Any] | None = None,
-                    ) -> np.ndarray:
-        """Reconstruct, calling ``callback(iteration, image)`` after every iteration."""
+    def reconstruct(self, data, callback: Callable[[int, np.ndarray], Any] | None = None, *,
+                    anchor=None, anchor_weight: float = 0.0, start=None) -> np.ndarray:
+        """Reconstruct, calling ``callback(iteration, image)`` after every iteration.
+
+        ``anchor`` and ``anchor_weight`` add a proximity term
+        ``anchor_weight / 2 * ||x - anchor||^2`` to the objective (the data-consistent
+        step of a splitting scheme, `lpd.methods.splitting`); ``start`` replaces the
+        starting image (a warm start).
+        """
         data = self.check_data(data)
         term = self._data_term(data)
         tau, sigma, a, b = self.step_sizes()
         proj = self._projector
         bound = np.float32(self.weight * b)
-        if self._fbp is not None:
+        rho = float(anchor_weight)
+        if rho < 0 or (rho > 0 and anchor is None):
+            raise ValueError(f"anchor_weight must be >= 0 and needs an anchor, got {rho}")
+        if rho > 0:
+            anchor = np.asarray(anchor, dtype=np.float32)
+            if anchor.shape != self.image_shape:
+                raise ValueError(f"anchor must have shape {self.image_shape}, got {anchor.shape}")
+        if start is not None:
+            x = np.array(start, dtype=np.float32)
+            if x.shape != self.image_shape:
+                raise ValueError(f"start must have shape {self.image_shape}, got {x.shape}")
+        elif self._fbp is not None:
             x = self._fbp._reconstruct(data)
         else:
             x = np.zeros(self.image_shape, np.float32)
@@ -564,6 +581,8 @@ class TVReconstructor(Reconstructor):
             x_old = x
             x = x - np.float32(tau) * (proj.transpose(dual_data) / np.float32(a)
                                        + gradient_transpose(dual_grad) / np.float32(b))
+            if rho > 0:  # the prox of tau * rho / 2 * ||x - anchor||^2
+                x = (x + np.float32(tau * rho) * anchor) / np.float32(1 + tau * rho)
             if self.nonneg:
                 x = np.maximum(x, 0)
             x_bar = 2 * x - x_old

@@ -12,7 +12,8 @@ classical methods never import TensorFlow.
 
 Families are those of the lecture on deep learning for image reconstruction
 (``analytical``, ``optimisation``, ``statistical``: estimated from samples of the
-training distribution, ``post-processing``, ``unrolled``, ...).
+training distribution, ``post-processing``, ``plug-and-play``: a learned
+denoiser inside a classical iterative scheme, ``unrolled``, ...).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any
 __all__ = ["Method", "METHODS", "FAMILIES", "MODALITIES", "get", "keys", "learned_keys",
            "unknown_method"]
 
-FAMILIES = ("analytical", "optimisation", "statistical", "post-processing", "unrolled")
+FAMILIES = ("analytical", "optimisation", "statistical", "post-processing", "plug-and-play",
+            "unrolled")
 """The families of methods, in the order a results table lists them."""
 
 MODALITIES = ("ct", "mri")
@@ -46,8 +48,14 @@ class Method:
     family : str
         One of `FAMILIES`.
     learned : bool
-        Whether it has trained weights (`lpd.training`) or is classical (its
-        parameters are tuned on validation data, `lpd.methods.classical`).
+        Whether it is a network trained by `lpd.training` (``lpd train``).
+        Otherwise its parameters are tuned on validation data
+        (`lpd.methods.classical`), or, for a method with ``trained`` set, its
+        networks are trained by a procedure of its own.
+    trained : bool
+        Ships networks trained by its own procedure (not ``lpd train``): the
+        splitting scheme, `lpd.methods.splitting`, trained by
+        ``tools/train_splitting.py``.
     builder : str
         ``"module:attribute"`` of what builds it: a network class with
         ``from_network(network_config, operator, **settings)``, or a classical
@@ -70,6 +78,7 @@ class Method:
     summary: str
     reference: str = ""
     modalities: tuple[str, ...] = ("ct", "mri")
+    trained: bool = False
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -113,6 +122,10 @@ METHODS: dict[str, Method] = {m.key: m for m in (
     Method("unet", "FBP + U-Net", "post-processing", True, "lpd.methods.networks:FBPUNet",
            "a U-Net applied to the FBP (post-processing)",
            "Jin et al., IEEE TIP 26(9), 2017"),
+    Method("admm", "ADMM + SCAE", "plug-and-play", False, "lpd.methods.splitting:load_splitting",
+           "ADMM splitting a learned denoiser (an SCAE trained on the scheme's own iterates) "
+           "from a classical data-consistent TV step",
+           "Liu, Kuang & Zhang, MICCAI 2018", trained=True),
     Method("lgd", "Learned gradient descent", "unrolled", True,
            "lpd.methods.networks:LearnedGradientDescent",
            "learned gradient descent: one shared update block fed the data gradient",

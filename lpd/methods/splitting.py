@@ -1,0 +1,410 @@
+"""The splitting of a learned regulariser from the inversion (Liu, Kuang & Zhang 2018).
+
+An ADMM scheme whose data-consistent step stays classical and whose regulariser
+is an ordinary denoising network, trained on the scheme's own iterates. With
+``J(z) = 1/2 ||A z - y||^2 + mu TV(z)`` (the data term and a TV term whose weight
+``mu`` shrinks from loop to loop), ``f_k`` the network of outer loop ``k`` and
+``x^0 = z^0 = argmin J``, ``b^0 = 0``, each loop is the seed paper's scheme (13):
+
+    z^{k+1} = argmin_z J_k(z) + rho / 2 ||x^k - z + b^k||^2      (PDHG, warm-started)
+    xhat    = f_{k+1}(x^k)
+    x^{k+1} = (xhat + rho (z^{k+1} - b^k)) / (1 + rho)
+    b^{k+1} = b^k + (xhat - z^{k+1})
+
+Training (the paper's scheme (10)) runs the same loops over the training slices:
+before the ``x`` step of loop ``k`` the network ``f_{k+1}`` is trained (warm-started
+from ``f_k``) to map the current iterates ``x^k`` to the ground truth. The paper's
+``x`` step of training, ``argmin_x L_H(x, theta) + rho / 2 ||x - z + b||^2``, is
+replaced by the inference update above, so that every network is trained on
+exactly the iterates it meets at inference (said in the module's result notes).
+
+The network is the paper's stacked convolutional auto-encoder (SCAE): six 3x3
+convolutions with 32, 64, 128, 64 and 32 hidden channels and ReLU, stride 1,
+here with a residual connection (the network predicts the correction of its
+input). It trains on random patches of the iterates (``patch`` pixels square,
+several times its receptive field of 13 pixels), a fixed number per loop: the
+same pixels per loop at any image size.
+
+References
+----------
+Liu J, Kuang T, Zhang X. Image reconstruction by splitting deep learning
+regularization from iterative inversion. MICCAI 2018: the splitting (8)-(10),
+inference (13), Table 1 (the SCAE, 5 outer loops).
+Boyd S et al. Distributed optimization and statistical learning via the
+alternating direction method of multipliers. Found Trends Mach Learn 3(1), 2011.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lpd import metrics
+from lpd.io import atomic_write
+from lpd.methods import classical
+from lpd.physics import operators
+
+__all__ = ["SplittingConfig", "SplittingReconstructor", "scae", "train_splitting",
+           "load_splitting", "weights_dir"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SplittingConfig:
+    """The settings of the splitting scheme and of the training of its networks.
+
+    Parameters
+    ----------
+    outer_loops : int
+        ADMM loops, one network each (5 in the paper).
+    rho : float
+        Weight of the coupling ``rho / 2 ||x - z + b||^2``.
+    tv_weight : float
+        ``mu`` of the first loop (and of ``x^0 = argmin J``); by default the
+        tuned TV weight of the set-up (`lpd.methods.classical.load_params`).
+    tv_decay : float
+        ``mu`` is multiplied by this after each loop ("decreasing by outer loops").
+    initial_iter, z_iter : int
+        PDHG iterations of ``argmin J`` and of each warm-started ``z`` step.
+    filters : tuple of int
+        Hidden channels of the SCAE.
+    patch : int
+        Side of the training patches in pixels.
+    first_patches, later_patches : int
+        Training patches of the first loop and of each later (warm-started) loop.
+    batch_size : int
+        Patches per gradient step.
+    learning_rate : float
+        Adam's step.
+    seed : int
+        Seed of the noise of the training data, the patches and the initial weights.
+    """
+
+    outer_loops: int = 5
+    rho: float = 1.0
+    tv_weight: float | None = None
+    tv_decay: float = 0.5
+    initial_iter: int = 300
+    z_iter: int = 100
+    filters: tuple[int, ...] = (32, 64, 128, 64, 32)
+    patch: int = 48
+    first_patches: int = 4000
+    later_patches: int = 1500
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
+        if self.outer_loops < 1:
+            raise ValueError(f"outer_loops must be >= 1, got {self.outer_loops}")
+        for name in ("rho", "tv_decay", "learning_rate"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {value}")
+        if self.tv_weight is not None and not (math.isfinite(self.tv_weight)
+                                               and self.tv_weight > 0):
+            raise ValueError(f"tv_weight must be finite and > 0, got {self.tv_weight}")
+        for name in ("initial_iter", "z_iter", "patch", "batch_size", "first_patches",
+                     "later_patches"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.filters or min(self.filters) < 1:
+            raise ValueError(f"filters must be positive channel counts, got {self.filters}")
+
+    def mu(self, loop: int) -> float:
+        """The TV weight of loop ``loop`` (0: the initial ``argmin J``)."""
+        return float(self.tv_weight) * self.tv_decay ** loop
+
+
+def scae(filters=(32, 64, 128, 64, 32), seed: int = 0):
+    """The stacked convolutional auto-encoder: 3x3 convolutions, ReLU, a residual output.
+
+    Maps images ``(batch, H, W, 1)`` to images of the same shape, for any H, W.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((None, None, 1))
+    h = x
+    for f in filters:
+        h = keras.layers.Conv2D(f, 3, padding="same", activation="relu")(h)
+    out = keras.layers.Add()([x, keras.layers.Conv2D(1, 3, padding="same")(h)])
+    return keras.Model(x, out, name="scae")
+
+
+def weights_dir(setup_name: str, root: str | Path | None = None) -> Path:
+    """``data/weights/<set-up>/admm`` (or under ``root``): where the networks ship.
+
+    ``data/weights`` beside the package, as `lpd.training.default_weights_dir`
+    (which this layer does not import) and `lpd.methods.classical.params_path`.
+    """
+    shipped = Path(__file__).resolve().parents[2] / "data" / "weights"
+    return Path(root if root is not None else shipped) / setup_name / "admm"
+
+
+class _Scheme:
+    """The loops of (13) on a batch of data, shared by training and inference."""
+
+    def __init__(self, setup, config: SplittingConfig):
+        self.setup = setup
+        self.config = config
+        self._tv = {}
+
+    def tv(self, loop: int, n_iter: int) -> classical.TVReconstructor:
+        key = (loop, n_iter)
+        if key not in self._tv:
+            self._tv[key] = classical.TVReconstructor(self.setup, self.config.mu(loop), n_iter,
+                                                      nonneg=True)
+        return self._tv[key]
+
+    def start(self, data: np.ndarray) -> dict[str, np.ndarray]:
+        """``x^0 = z^0 = argmin J``, ``b^0 = 0`` for a batch of data."""
+        tv = self.tv(0, self.config.initial_iter)
+        z = np.stack([tv(d) for d in data])
+        return {"x": z.copy(), "z": z, "b": np.zeros_like(z)}
+
+    def z_step(self, state: dict, data: np.ndarray, loop: int) -> None:
+        tv = self.tv(loop, self.config.z_iter)
+        rho = self.config.rho
+        state["z"] = np.stack([
+            tv.reconstruct(d, anchor=x + b, anchor_weight=rho, start=z)
+            for d, x, b, z in zip(data, state["x"], state["b"], state["z"], strict=True)])
+
+    def x_step(self, state: dict, xhat: np.ndarray) -> None:
+        rho = np.float32(self.config.rho)
+        z, b = state["z"], state["b"]
+        state["x"] = (xhat + rho * (z - b)) / (1 + rho)
+        state["b"] = b + (xhat - z)
+
+
+def _apply(network, images: np.ndarray) -> np.ndarray:
+    out = network(images[..., None].astype(np.float32), training=False)
+    return np.asarray(out)[..., 0]
+
+
+class SplittingReconstructor(classical.Reconstructor):
+    """The splitting scheme at inference, with its trained networks (one per loop).
+
+    Parameters
+    ----------
+    setup : lpd.operators.Setup, ProblemConfig or str
+    config : SplittingConfig
+        With ``tv_weight`` set.
+    networks : sequence of keras.Model
+        ``f_1 .. f_K``, ``K = config.outer_loops``.
+    """
+
+    key = "admm"
+    name = "ADMM + SCAE"
+
+    def __init__(self, setup, config: SplittingConfig, networks, *, training: str = ""):
+        super().__init__(setup)
+        if config.tv_weight is None:
+            raise ValueError("config.tv_weight must be set (train_splitting sets it)")
+        if len(networks) != config.outer_loops:
+            raise ValueError(f"expected {config.outer_loops} networks, got {len(networks)}")
+        self.config = config
+        self.networks = list(networks)
+        self.training = training
+        self._scheme = _Scheme(self.setup, config)
+
+    @property
+    def params(self) -> dict:
+        c = self.config
+        return {"outer_loops": c.outer_loops, "rho": c.rho, "tv_weight": c.tv_weight,
+                "tv_decay": c.tv_decay, "z_iter": c.z_iter}
+
+    @property
+    def n_parameters(self) -> int:
+        return int(sum(n.count_params() for n in self.networks))
+
+    def reconstruct_loops(self, data: np.ndarray) -> list[np.ndarray]:
+        """``x^0, x^1, ..., x^K`` for a batch of data (the intermediate results)."""
+        state = self._scheme.start(data)
+        out = [state["x"]]
+        for loop, network in enumerate(self.networks, start=1):
+            self._scheme.z_step(state, data, loop)
+            self._scheme.x_step(state, _apply(network, state["x"]))
+            out.append(state["x"])
+        return out
+
+    def _reconstruct(self, data: np.ndarray) -> np.ndarray:
+        return self.reconstruct_loops(data[None])[-1][0].astype(np.float32)
+
+
+def _patches(images: np.ndarray, targets: np.ndarray, n: int, size: int,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random square patches at the same places of images and targets, x-flipped at random."""
+    count, nx, ny = images.shape
+    size_x, size_y = min(size, nx), min(size, ny)
+    idx = rng.integers(count, size=n)
+    i0 = rng.integers(nx - size_x + 1, size=n)
+    j0 = rng.integers(ny - size_y + 1, size=n)
+    flip = rng.random(n) < 0.5
+    a = np.empty((n, size_x, size_y), np.float32)
+    t = np.empty_like(a)
+    for k in range(n):
+        sl = (idx[k], slice(i0[k], i0[k] + size_x), slice(j0[k], j0[k] + size_y))
+        a[k], t[k] = images[sl], targets[sl]
+        if flip[k]:
+            a[k], t[k] = a[k][::-1], t[k][::-1]
+    return a, t
+
+
+def _fit(network, inputs: np.ndarray, targets: np.ndarray, config: SplittingConfig,
+         n_patches: int, rng: np.random.Generator, log: Callable[[str], Any], loop: int) -> float:
+    """Train ``network`` on ``n_patches`` patches of (inputs -> targets); the last epoch's loss."""
+    import keras
+    import tensorflow as tf
+
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(network(x, training=True) - y))
+        grads = tape.gradient(loss, network.trainable_variables)
+        optimizer.apply_gradients(zip(grads, network.trainable_variables, strict=True))
+        return loss
+
+    n_steps = math.ceil(n_patches / config.batch_size)
+    losses = []
+    t0 = time.perf_counter()
+    for s in range(n_steps):
+        x, y = _patches(inputs, targets, config.batch_size, config.patch, rng)
+        losses.append(float(step(x[..., None], y[..., None])))
+        if (s + 1) % max(1, n_steps // 5) == 0 or s + 1 == n_steps:
+            log(f"    loop {loop}: step {s + 1}/{n_steps}, loss {np.mean(losses[-50:]):.3e} "
+                f"({time.perf_counter() - t0:.0f} s)")
+    return float(np.mean(losses[-50:]))
+
+
+def train_splitting(setup, train_images: np.ndarray, val_images: np.ndarray,
+                    config: SplittingConfig | None = None, *,
+                    log: Callable[[str], Any] | None = None) -> tuple[SplittingReconstructor, dict]:
+    """Train the networks of the splitting scheme on a set-up's training images.
+
+    Data are simulated once from the images and their x-flips with the
+    set-up's noise (seeded). Each loop trains its network, then takes the
+    loop's steps on the training and the validation data; validation PSNR
+    (data range 1) is recorded per loop.
+
+    Returns
+    -------
+    (SplittingReconstructor, dict)
+        The trained scheme and its training record (per loop: loss, training
+        and validation PSNR of ``x^k``, seconds).
+    """
+    from lpd.data import pipelines
+
+    log = log or (lambda line: print(line, flush=True))
+    setup = operators.as_setup(setup)
+    config = config or SplittingConfig()
+    if config.tv_weight is None:
+        config = dataclasses.replace(
+            config, tv_weight=classical.load_params(setup.config.name).tv_weight)
+    train_images = np.asarray(train_images, np.float32)
+    images = np.concatenate([train_images, train_images[:, ::-1]])
+    val_images = np.asarray(val_images, np.float32)
+    rng = np.random.default_rng(config.seed)
+    data = pipelines.simulate(setup, images, rng)
+    val_data = pipelines.simulate(setup, val_images, np.random.default_rng(config.seed + 1))
+    scheme = _Scheme(setup, config)
+    started = time.perf_counter()
+    state, val_state = scheme.start(data), scheme.start(val_data)
+
+    def psnr(x, truth):
+        return float(np.mean([metrics.psnr(t, r, 1.0) for t, r in zip(truth, x, strict=True)]))
+
+    record = {"config": dataclasses.asdict(config), "n_train": len(images),
+              "n_validation": len(val_images),
+              "loops": [{"loop": 0, "train_psnr": psnr(state["x"], images),
+                         "validation_psnr": psnr(val_state["x"], val_images),
+                         "seconds": time.perf_counter() - started}]}
+    log(f"  loop 0 (argmin J, mu {config.mu(0):.3g}): train {record['loops'][0]['train_psnr']:.2f}"
+        f" dB, validation {record['loops'][0]['validation_psnr']:.2f} dB")
+    networks = []
+    network = scae(config.filters, config.seed)
+    for loop in range(1, config.outer_loops + 1):
+        t0 = time.perf_counter()
+        scheme.z_step(state, data, loop)
+        scheme.z_step(val_state, val_data, loop)
+        if networks:  # warm start from the previous loop's network
+            previous = network
+            network = scae(config.filters, config.seed + loop)
+            network.set_weights(previous.get_weights())
+        n = config.first_patches if loop == 1 else config.later_patches
+        loss = _fit(network, state["x"], images, config, n, rng, log, loop)
+        networks.append(network)
+        scheme.x_step(state, _apply(network, state["x"]))
+        scheme.x_step(val_state, _apply(network, val_state["x"]))
+        entry = {"loop": loop, "loss": loss, "train_psnr": psnr(state["x"], images),
+                 "validation_psnr": psnr(val_state["x"], val_images),
+                 "seconds": time.perf_counter() - t0}
+        record["loops"].append(entry)
+        log(f"  loop {loop} (mu {config.mu(loop):.3g}): train {entry['train_psnr']:.2f} dB, "
+            f"validation {entry['validation_psnr']:.2f} dB ({entry['seconds']:.0f} s)")
+    record["seconds"] = time.perf_counter() - started
+    return SplittingReconstructor(setup, config, networks), record
+
+
+def save_splitting(method: SplittingReconstructor, record: dict, directory: str | Path, *,
+                   overwrite: bool = False, command: str = "") -> Path:
+    """Write the networks (``networks.npz``) and ``splitting.json`` into ``directory``."""
+    directory = Path(directory)
+    arrays = {f"loop{k}_{i}": w for k, net in enumerate(method.networks, start=1)
+              for i, w in enumerate(net.get_weights())}
+    manifest = {"setup": method.setup.config.name, "config": dataclasses.asdict(method.config),
+                "record": record, "command": command,
+                "n_parameters": method.n_parameters}
+    for name in ("networks.npz", "splitting.json"):
+        if (directory / name).exists() and not overwrite:
+            raise FileExistsError(f"{directory / name} exists; pass overwrite=True to replace it")
+    atomic_write(directory / "networks.npz", lambda f: np.savez_compressed(f, **arrays),
+                 overwrite=overwrite)
+    atomic_write(directory / "splitting.json", json.dumps(manifest, indent=2) + "\n",
+                 overwrite=overwrite)
+    return directory
+
+
+def load_splitting(setup, directory: str | Path | None = None, *,
+                   log: Callable[[str], Any] | None = None) -> SplittingReconstructor:
+    """The trained splitting scheme of a set-up (``data/weights/<set-up>/admm`` by default).
+
+    Raises
+    ------
+    FileNotFoundError
+        If no networks were trained for the set-up; the message gives the command.
+    """
+    setup = operators.as_setup(setup)
+    directory = Path(directory) if directory is not None else weights_dir(setup.config.name)
+    manifest_path = directory / "splitting.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"no trained splitting networks for set-up {setup.config.name!r} at {directory}; "
+            f"train them with `python tools/train_splitting.py --setup {setup.config.name}`")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest["setup"] != setup.config.name:
+        raise ValueError(f"{directory} holds networks of set-up {manifest['setup']!r}, "
+                         f"not {setup.config.name!r}")
+    config = SplittingConfig(**manifest["config"])
+    with np.load(directory / "networks.npz") as arrays:
+        networks = []
+        for k in range(1, config.outer_loops + 1):
+            net = scae(config.filters)
+            count = len(net.get_weights())
+            net.set_weights([arrays[f"loop{k}_{i}"] for i in range(count)])
+            networks.append(net)
+    loops = manifest["record"]["loops"]
+    training = (f"{config.outer_loops} ADMM loops on {manifest['record']['n_train']} slices "
+                f"(with x-flips), validation {loops[-1]['validation_psnr']:.2f} dB")
+    if log is not None:
+        log(f"  admm: networks {directory} ({training})")
+    return SplittingReconstructor(setup, config, networks, training=training)
