@@ -20,14 +20,15 @@ def test_the_lists_of_methods_come_from_the_registry():
 
     assert config.METHODS == registry.learned_keys() == ("unet", "lgd", "lp", "lpd")
     assert tuple(reproduce.METHOD_NAMES) == tuple(registry.METHODS)
-    assert reproduce.CLASSICAL == ("fbp", "zf", "tv", "tikhonov", "pinv", "lmmse", "admm")
+    assert reproduce.CLASSICAL == ("fbp", "zf", "tv", "tikhonov", "pinv", "lmmse", "pnp",
+                                   "admm")
     assert set(reproduce.LEARNED) == set(config.METHODS)
     for method in registry.METHODS.values():
         assert method.family in registry.FAMILIES
 
 
 def test_every_classical_builder_is_a_reconstructor():
-    from lpd.methods import classical, lmmse, splitting
+    from lpd.methods import classical, lmmse, pnp, splitting
 
     for key in registry.keys(learned=False):
         build = registry.get(key).load()
@@ -37,6 +38,9 @@ def test_every_classical_builder_is_a_reconstructor():
         elif key == "admm":  # a function: it loads the trained networks first
             assert build is splitting.load_splitting and issubclass(
                 splitting.SplittingReconstructor, classical.Reconstructor)
+        elif key == "pnp":  # a function: it loads the denoiser and the tuned scheme
+            assert build is pnp.load_pnp and issubclass(pnp.PnPReconstructor,
+                                                        classical.Reconstructor)
         else:
             assert issubclass(build, classical.Reconstructor), key
 

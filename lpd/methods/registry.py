@@ -54,8 +54,8 @@ class Method:
         networks are trained by a procedure of its own.
     trained : bool
         Ships networks trained by its own procedure (not ``lpd train``): the
-        splitting scheme, `lpd.methods.splitting`, trained by
-        ``tools/train_splitting.py``.
+        plug-and-play denoiser (`lpd.methods.pnp`, ``tools/train_pnp.py``) and the
+        splitting scheme (`lpd.methods.splitting`, ``tools/train_splitting.py``).
     builder : str
         ``"module:attribute"`` of what builds it: a network class with
         ``from_network(network_config, operator, **settings)``, or a classical
@@ -122,6 +122,11 @@ METHODS: dict[str, Method] = {m.key: m for m in (
     Method("unet", "FBP + U-Net", "post-processing", True, "lpd.methods.networks:FBPUNet",
            "a U-Net applied to the FBP (post-processing)",
            "Jin et al., IEEE TIP 26(9), 2017"),
+    Method("pnp", "PnP (HQS + DnCNN)", "plug-and-play", False, "lpd.methods.pnp:load_pnp",
+           "half-quadratic splitting with a DnCNN denoiser, trained once on images at every "
+           "noise level, in place of the proximal step",
+           "Venkatakrishnan et al., GlobalSIP 2013; Zhang et al., IEEE TPAMI 44(10), 2022",
+           trained=True),
     Method("admm", "ADMM + SCAE", "plug-and-play", False, "lpd.methods.splitting:load_splitting",
            "ADMM splitting a learned denoiser (an SCAE trained on the scheme's own iterates) "
            "from a classical data-consistent TV step",

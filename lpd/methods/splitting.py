@@ -48,10 +48,10 @@ import numpy as np
 
 from lpd import metrics
 from lpd.io import atomic_write
-from lpd.methods import classical
+from lpd.methods import classical, denoising
 from lpd.physics import operators
 
-__all__ = ["SplittingConfig", "SplittingReconstructor", "scae", "train_splitting",
+__all__ = ["SplittingConfig", "SplittingReconstructor", "train_splitting", "save_splitting",
            "load_splitting", "weights_dir"]
 
 
@@ -123,22 +123,6 @@ class SplittingConfig:
         return float(self.tv_weight) * self.tv_decay ** loop
 
 
-def scae(filters=(32, 64, 128, 64, 32), seed: int = 0):
-    """The stacked convolutional auto-encoder: 3x3 convolutions, ReLU, a residual output.
-
-    Maps images ``(batch, H, W, 1)`` to images of the same shape, for any H, W.
-    """
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    x = keras.Input((None, None, 1))
-    h = x
-    for f in filters:
-        h = keras.layers.Conv2D(f, 3, padding="same", activation="relu")(h)
-    out = keras.layers.Add()([x, keras.layers.Conv2D(1, 3, padding="same")(h)])
-    return keras.Model(x, out, name="scae")
-
-
 def weights_dir(setup_name: str, root: str | Path | None = None) -> Path:
     """``data/weights/<set-up>/admm`` (or under ``root``): where the networks ship.
 
@@ -184,11 +168,6 @@ class _Scheme:
         state["b"] = b + (xhat - z)
 
 
-def _apply(network, images: np.ndarray) -> np.ndarray:
-    out = network(images[..., None].astype(np.float32), training=False)
-    return np.asarray(out)[..., 0]
-
-
 class SplittingReconstructor(classical.Reconstructor):
     """The splitting scheme at inference, with its trained networks (one per loop).
 
@@ -231,59 +210,12 @@ class SplittingReconstructor(classical.Reconstructor):
         out = [state["x"]]
         for loop, network in enumerate(self.networks, start=1):
             self._scheme.z_step(state, data, loop)
-            self._scheme.x_step(state, _apply(network, state["x"]))
+            self._scheme.x_step(state, denoising.apply(network, state["x"]))
             out.append(state["x"])
         return out
 
     def _reconstruct(self, data: np.ndarray) -> np.ndarray:
         return self.reconstruct_loops(data[None])[-1][0].astype(np.float32)
-
-
-def _patches(images: np.ndarray, targets: np.ndarray, n: int, size: int,
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` random square patches at the same places of images and targets, x-flipped at random."""
-    count, nx, ny = images.shape
-    size_x, size_y = min(size, nx), min(size, ny)
-    idx = rng.integers(count, size=n)
-    i0 = rng.integers(nx - size_x + 1, size=n)
-    j0 = rng.integers(ny - size_y + 1, size=n)
-    flip = rng.random(n) < 0.5
-    a = np.empty((n, size_x, size_y), np.float32)
-    t = np.empty_like(a)
-    for k in range(n):
-        sl = (idx[k], slice(i0[k], i0[k] + size_x), slice(j0[k], j0[k] + size_y))
-        a[k], t[k] = images[sl], targets[sl]
-        if flip[k]:
-            a[k], t[k] = a[k][::-1], t[k][::-1]
-    return a, t
-
-
-def _fit(network, inputs: np.ndarray, targets: np.ndarray, config: SplittingConfig,
-         n_patches: int, rng: np.random.Generator, log: Callable[[str], Any], loop: int) -> float:
-    """Train ``network`` on ``n_patches`` patches of (inputs -> targets); the last epoch's loss."""
-    import keras
-    import tensorflow as tf
-
-    optimizer = keras.optimizers.Adam(config.learning_rate)
-
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(network(x, training=True) - y))
-        grads = tape.gradient(loss, network.trainable_variables)
-        optimizer.apply_gradients(zip(grads, network.trainable_variables, strict=True))
-        return loss
-
-    n_steps = math.ceil(n_patches / config.batch_size)
-    losses = []
-    t0 = time.perf_counter()
-    for s in range(n_steps):
-        x, y = _patches(inputs, targets, config.batch_size, config.patch, rng)
-        losses.append(float(step(x[..., None], y[..., None])))
-        if (s + 1) % max(1, n_steps // 5) == 0 or s + 1 == n_steps:
-            log(f"    loop {loop}: step {s + 1}/{n_steps}, loss {np.mean(losses[-50:]):.3e} "
-                f"({time.perf_counter() - t0:.0f} s)")
-    return float(np.mean(losses[-50:]))
 
 
 def train_splitting(setup, train_images: np.ndarray, val_images: np.ndarray,
@@ -331,20 +263,26 @@ def train_splitting(setup, train_images: np.ndarray, val_images: np.ndarray,
     log(f"  loop 0 (argmin J, mu {config.mu(0):.3g}): train {record['loops'][0]['train_psnr']:.2f}"
         f" dB, validation {record['loops'][0]['validation_psnr']:.2f} dB")
     networks = []
-    network = scae(config.filters, config.seed)
+    network = denoising.scae(config.filters, config.seed)
     for loop in range(1, config.outer_loops + 1):
         t0 = time.perf_counter()
         scheme.z_step(state, data, loop)
         scheme.z_step(val_state, val_data, loop)
         if networks:  # warm start from the previous loop's network
             previous = network
-            network = scae(config.filters, config.seed + loop)
+            network = denoising.scae(config.filters, config.seed + loop)
             network.set_weights(previous.get_weights())
         n = config.first_patches if loop == 1 else config.later_patches
-        loss = _fit(network, state["x"], images, config, n, rng, log, loop)
+        inputs = state["x"]
+
+        def draw(step, inputs=inputs):
+            return denoising.random_patches(inputs, images, config.batch_size, config.patch, rng)
+
+        loss = denoising.fit(network, draw, math.ceil(n / config.batch_size),
+                             config.learning_rate, log=log, label=f"loop {loop}: ")
         networks.append(network)
-        scheme.x_step(state, _apply(network, state["x"]))
-        scheme.x_step(val_state, _apply(network, val_state["x"]))
+        scheme.x_step(state, denoising.apply(network, state["x"]))
+        scheme.x_step(val_state, denoising.apply(network, val_state["x"]))
         entry = {"loop": loop, "loss": loss, "train_psnr": psnr(state["x"], images),
                  "validation_psnr": psnr(val_state["x"], val_images),
                  "seconds": time.perf_counter() - t0}
@@ -398,7 +336,7 @@ def load_splitting(setup, directory: str | Path | None = None, *,
     with np.load(directory / "networks.npz") as arrays:
         networks = []
         for k in range(1, config.outer_loops + 1):
-            net = scae(config.filters)
+            net = denoising.scae(config.filters)
             count = len(net.get_weights())
             net.set_weights([arrays[f"loop{k}_{i}"] for i in range(count)])
             networks.append(net)

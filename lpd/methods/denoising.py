@@ -1,0 +1,136 @@
+"""Image denoisers for the plug-and-play family, and the loop that trains them on patches.
+
+Two convolutional networks, both residual (they predict the correction of their
+input) and both fully convolutional, so that one trained network serves any
+image size:
+
+- `scae`: the stacked convolutional auto-encoder of Liu, Kuang & Zhang (2018),
+  3x3 convolutions with 32-64-128-64-32 hidden channels (`lpd.methods.splitting`);
+- `dncnn`: a DnCNN-like denoiser (Zhang et al. 2017) that also takes the noise
+  level as a second input channel, a constant map (as FFDNet and DRUNet do), so
+  that one network denoises at every level (`lpd.methods.pnp`).
+
+`fit` trains either on batches that a function draws (random patches), with
+Adam and the mean squared error, and reports progress.
+
+References
+----------
+Liu J, Kuang T, Zhang X. MICCAI 2018, Table 1 (the SCAE).
+Zhang K, Zuo W, Chen Y, Meng D, Zhang L. Beyond a Gaussian denoiser: residual
+learning of deep CNN for image denoising. IEEE TIP 26(7), 2017 (DnCNN).
+Zhang K, Zuo W, Zhang L. FFDNet: toward a fast and flexible solution for
+CNN-based image denoising. IEEE TIP 27(9), 2018 (the noise-level map).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["scae", "dncnn", "fit", "apply", "random_patches"]
+
+
+def scae(filters=(32, 64, 128, 64, 32), seed: int = 0):
+    """The stacked convolutional auto-encoder: 3x3 convolutions, ReLU, a residual output.
+
+    Maps images ``(batch, H, W, 1)`` to images of the same shape, for any H, W.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((None, None, 1))
+    h = x
+    for f in filters:
+        h = keras.layers.Conv2D(f, 3, padding="same", activation="relu")(h)
+    out = keras.layers.Add()([x, keras.layers.Conv2D(1, 3, padding="same")(h)])
+    return keras.Model(x, out, name="scae")
+
+
+def dncnn(features: int = 32, depth: int = 8, seed: int = 0):
+    """A DnCNN-like denoiser of ``(image, level)``: ``depth`` 3x3 convolutions, a residual output.
+
+    Input ``(batch, H, W, 2)``: the noisy image and a constant map of its noise
+    standard deviation; output ``(batch, H, W, 1)``: the denoised image.
+    """
+    import keras
+
+    if depth < 2 or features < 1:
+        raise ValueError(f"need depth >= 2 and features >= 1, got {depth}, {features}")
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((None, None, 2))
+    h = x
+    for _ in range(depth - 1):
+        h = keras.layers.Conv2D(features, 3, padding="same", activation="relu")(h)
+    image = keras.layers.Lambda(lambda t: t[..., :1])(x)
+    out = keras.layers.Add()([image, keras.layers.Conv2D(1, 3, padding="same")(h)])
+    return keras.Model(x, out, name="dncnn")
+
+
+def apply(network, images: np.ndarray, level: float | None = None) -> np.ndarray:
+    """The network on a batch of images ``(n, H, W)``; ``level``: the noise map of `dncnn`."""
+    x = np.asarray(images, np.float32)[..., None]
+    if level is not None:
+        x = np.concatenate([x, np.full_like(x, level)], axis=-1)
+    return np.asarray(network(x, training=False))[..., 0]
+
+
+def random_patches(images: np.ndarray, targets: np.ndarray, n: int, size: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random square patches at the same places of images and targets, x-flipped at random."""
+    count, nx, ny = images.shape
+    size_x, size_y = min(size, nx), min(size, ny)
+    idx = rng.integers(count, size=n)
+    i0 = rng.integers(nx - size_x + 1, size=n)
+    j0 = rng.integers(ny - size_y + 1, size=n)
+    flip = rng.random(n) < 0.5
+    a = np.empty((n, size_x, size_y), np.float32)
+    t = np.empty_like(a)
+    for k in range(n):
+        sl = (idx[k], slice(i0[k], i0[k] + size_x), slice(j0[k], j0[k] + size_y))
+        a[k], t[k] = images[sl], targets[sl]
+        if flip[k]:
+            a[k], t[k] = a[k][::-1], t[k][::-1]
+    return a, t
+
+
+def fit(network, draw: Callable[[int], tuple[np.ndarray, np.ndarray]], n_steps: int,
+        learning_rate: float = 1e-3, *, log: Callable[[str], Any] | None = None,
+        label: str = "") -> float:
+    """Train ``network`` for ``n_steps`` Adam steps on batches ``(x, target) = draw(step)``.
+
+    ``x`` is ``(batch, H, W, channels)``, ``target`` ``(batch, H, W, 1)`` (or
+    without the channel axis); the loss is their mean squared error. Progress
+    is logged five times. Returns the mean loss of the last 50 steps.
+    """
+    import keras
+    import tensorflow as tf
+
+    optimizer = keras.optimizers.Adam(learning_rate)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(network(x, training=True) - y))
+        grads = tape.gradient(loss, network.trainable_variables)
+        optimizer.apply_gradients(zip(grads, network.trainable_variables, strict=True))
+        return loss
+
+    losses = []
+    t0 = time.perf_counter()
+    for s in range(n_steps):
+        x, y = draw(s)
+        x = np.asarray(x, np.float32)
+        y = np.asarray(y, np.float32)
+        if x.ndim == 3:
+            x = x[..., None]
+        if y.ndim == 3:
+            y = y[..., None]
+        losses.append(float(step(x, y)))
+        if log is not None and ((s + 1) % max(1, n_steps // 5) == 0 or s + 1 == n_steps):
+            log(f"    {label}step {s + 1}/{n_steps}, loss {np.mean(losses[-50:]):.3e} "
+                f"({time.perf_counter() - t0:.0f} s)")
+    return float(np.mean(losses[-50:])) if losses else math.nan
