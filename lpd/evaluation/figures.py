@@ -152,7 +152,9 @@ def mask_figure(masks: Mapping[tuple[str, int], np.ndarray], path: str | os.Path
                       interpolation="nearest")
             label = (names or {}).get(pattern, pattern)
             ax.set_title(f"{label}, 1/{rate}\n{100 * np.mean(mask):.1f} % measured", fontsize=8)
-    fig.suptitle("sampling masks (centred k-space)", fontsize=10)
+    # Above the panels' own two-line titles (bbox_inches="tight" keeps it in the PNG).
+    fig.suptitle("sampling masks (centred k-space)", fontsize=10,
+                 y=1.0 + 0.12 / len(patterns))
     return _save(fig, path, overwrite)
 
 
@@ -195,5 +197,5 @@ def grid_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray],
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, y=1.0 + 0.18 / len(rows))
     return _save(fig, path, overwrite)

@@ -1,0 +1,52 @@
+"""`lpd reproduce mri` (lpd.evaluation.mri) on one cell of the grid and two test slices."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from lpd.data.pipelines import DataError
+from lpd.evaluation import mri
+
+
+@pytest.fixture
+def one_cell(monkeypatch):
+    from lpd.data import brain_mri
+
+    try:
+        brain_mri.brain_mri_path()
+    except DataError as err:
+        pytest.skip(f"brain MRI not installed: {err}")
+    preset = {"cells": (mri.Cell("radial", 4, 0),), "methods": ("zf", "tv"), "n_test": 2,
+              "seed": 2018, "timing": {"repeats": 1, "warmup": 0}}
+    monkeypatch.setitem(mri.MRI.presets, "one", preset)
+    return "one"
+
+
+def test_one_cell_writes_the_table_beside_the_seeds(one_cell, tmp_path):
+    out = tmp_path / "mri"
+    rows = mri.run(one_cell, out, log=lambda line: None)
+    assert [r["method"] for r in rows] == ["zf", "tv"]
+    assert {p.name for p in out.iterdir()} == {"results.csv", "results.md", "masks.png",
+                                              "reconstructions.png", "run.json"}
+    table = list(csv.DictReader((out / "results.csv").open()))
+    assert table[0]["setup"] == "brain_mri_radial4_noise0" and table[0]["rate"] == "1/4"
+    assert float(table[0]["paper_psnr"]) == 25.45  # the seed's ZF of this cell
+    # TV is ahead of zero filling, as in every cell of the seed's table.
+    assert float(table[1]["psnr"]) > float(table[0]["psnr"])
+    text = (out / "results.md").read_text()
+    assert "(25.45 / 0.51)" in text and "(32.32 / 0.90)" in text
+    with pytest.raises(FileExistsError, match="--force"):
+        mri.run(one_cell, out, log=lambda line: None)
+    mri.run(one_cell, out, methods=["zf"], force=True, log=lambda line: None)
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == 1
+
+
+def test_the_command_refuses_what_mri_does_not_take(tmp_path, capsys):
+    from lpd import cli
+
+    assert cli.main(["reproduce", "mri", "--train", "--out", str(tmp_path)]) != 0
+    assert "--train is not supported" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not apply to MRI"):
+        mri.run("default", tmp_path / "x", methods=["fbp"], log=lambda line: None)
