@@ -13,7 +13,8 @@ classical methods never import TensorFlow.
 Families are those of the lecture on deep learning for image reconstruction
 (``analytical``, ``optimisation``, ``statistical``: estimated from samples of the
 training distribution, ``post-processing``, ``plug-and-play``: a learned
-denoiser inside a classical iterative scheme, ``unrolled``, ...).
+denoiser inside a classical iterative scheme, ``untrained``: a network fitted to
+the data of one image, ``unrolled``, ...).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ __all__ = ["Method", "METHODS", "FAMILIES", "MODALITIES", "get", "keys", "learne
            "unknown_method"]
 
 FAMILIES = ("analytical", "optimisation", "statistical", "post-processing", "plug-and-play",
-            "unrolled")
+            "untrained", "unrolled")
 """The families of methods, in the order a results table lists them."""
 
 MODALITIES = ("ct", "mri")
@@ -127,6 +128,10 @@ METHODS: dict[str, Method] = {m.key: m for m in (
            "noise level, in place of the proximal step",
            "Venkatakrishnan et al., GlobalSIP 2013; Zhang et al., IEEE TPAMI 44(10), 2022",
            trained=True),
+    Method("dip", "Deep image prior", "untrained", False, "lpd.methods.dip:load_dip",
+           "an untrained U-Net fitted to the data of each image, stopped after a number of "
+           "steps chosen on validation images",
+           "Ulyanov, Vedaldi & Lempitsky, CVPR 2018; Baguer et al., Inverse Problems 36, 2020"),
     Method("admm", "ADMM + SCAE", "plug-and-play", False, "lpd.methods.splitting:load_splitting",
            "ADMM splitting a learned denoiser (an SCAE trained on the scheme's own iterates) "
            "from a classical data-consistent TV step",

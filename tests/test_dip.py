@@ -1,0 +1,59 @@
+"""The deep image prior (lpd.methods.dip): it fits the data, it is seeded, it is tuned on disk."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from lpd.data import phantoms, pipelines  # noqa: E402
+from lpd.methods import dip, registry  # noqa: E402
+from lpd.physics import operators  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def case():
+    setup = operators.get_setup("ellipses_small")
+    truth = phantoms.shepp_logan((64, 64))
+    data = pipelines.simulate(setup, truth[None], np.random.default_rng(0))[0]
+    return setup, truth, data
+
+
+def test_fitting_lowers_the_data_misfit_and_is_repeatable(case):
+    setup, _, data = case
+    misfits = []
+    method = dip.DIPReconstructor(setup, n_iter=40, learning_rate=1e-2, features=4, depth=2)
+    image = method.fit(data, 10, lambda k, x: misfits.append(
+        float(np.sum((setup.numpy.forward(x) - data) ** 2))))
+    assert image.shape == (64, 64) and image.dtype == np.float32
+    assert len(misfits) == 4 and misfits[-1] < 0.95 * misfits[0]
+    np.testing.assert_allclose(method(data), image, atol=1e-5)  # the same seed, the same fit
+    assert method.n_parameters == 0 and method.max_held_out == 8
+
+
+def test_the_iteration_count_comes_from_validation_data(case, tmp_path):
+    setup, truth, data = case
+    curve = dip.iteration_curve(setup, data[None], truth[None], 20, 10, learning_rate=1e-2,
+                                features=4, depth=2)
+    assert curve["steps"] == [10, 20] and curve["best"] in (10, 20)
+    path = tmp_path / "dip.json"
+    dip.save_dip("ellipses_small", {"n_iter": curve["best"], "learning_rate": 1e-2,
+                                    "features": 4, "depth": 2},
+                 {"n_images": 1, **curve}, path)
+    loaded = dip.load_dip(setup, path)
+    assert loaded.n_iter == curve["best"] and "chosen on 1 validation" in loaded.training
+    assert json.loads(path.read_text())["setup"] == "ellipses_small"
+    with pytest.raises(ValueError, match="holds the settings of set-up"):
+        dip.load_dip("ellipses", path)
+    with pytest.raises(FileNotFoundError, match="tune_dip.py --setup ellipses"):
+        dip.load_dip("ellipses", tmp_path / "none.json")
+    with pytest.raises(ValueError, match="n_iter"):
+        dip.DIPReconstructor(setup, n_iter=0)
+
+
+def test_the_method_is_in_the_registry():
+    assert registry.get("dip").family == "untrained"
+    assert registry.get("dip").load() is dip.load_dip
