@@ -50,3 +50,16 @@ def test_the_command_refuses_what_mri_does_not_take(tmp_path, capsys):
     assert "--train is not supported" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not apply to MRI"):
         mri.run("default", tmp_path / "x", methods=["fbp"], log=lambda line: None)
+
+
+def test_a_cell_without_networks_is_reported_not_trained(one_cell, tmp_path, monkeypatch):
+    from lpd.methods import splitting
+
+    monkeypatch.setattr(splitting, "weights_dir", lambda name, root=None: tmp_path / "none")
+    monkeypatch.setitem(mri.MRI.presets[one_cell], "methods", ("zf", "admm"))
+    lines = []
+    rows = mri.run(one_cell, tmp_path / "out", log=lines.append)
+    assert [r["method"] for r in rows] == ["zf"]
+    assert any("left out of this cell" in line for line in lines)
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "not trained" in text and "train_splitting.py" in text

@@ -164,12 +164,12 @@ def grid_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray],
                 title: str = "", overwrite: bool = False) -> Path:
     """One row per case: ground truth and each method, then each method's error map.
 
-    ``rows`` holds ``(label, truth, {method: image}, {method: caption})``; every
-    row has the same methods. Images in ``window``; the error maps
+    ``rows`` holds ``(label, truth, {method: image}, {method: caption})``; a
+    method missing from a row leaves its panels blank. Images in ``window``; the error maps
     ``|image - truth|`` share one colour scale over the whole figure.
     """
     plt = _pyplot()
-    methods = list(rows[0][2])
+    methods = list(dict.fromkeys(name for _, _, images, _ in rows for name in images))
     errors = [np.abs(np.asarray(img, float) - truth) for _, truth, images, _ in rows
               for img in images.values()]
     error_max = max((float(np.percentile(e, 99.5)) for e in errors), default=1.0) or 1.0
@@ -183,8 +183,11 @@ def grid_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray],
         if i == 0:
             axes[i, 0].set_title("ground truth", fontsize=8)
         for j, name in enumerate(methods):
-            image = np.asarray(images[name], float)
             ax = axes[i, 1 + j]
+            if name not in images:  # not run for this case: a blank panel
+                ax.set_title(f"{name}\n(not run)" if i == 0 else "(not run)", fontsize=7)
+                continue
+            image = np.asarray(images[name], float)
             ax.imshow(image.T, origin="lower", cmap="gray", vmin=window[0], vmax=window[1])
             ax.set_title(f"{name}\n{captions.get(name, '')}" if i == 0 else
                          captions.get(name, ""), fontsize=7)
