@@ -101,7 +101,8 @@ def test_refuses_to_overwrite_without_force(tmp_path, quick):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"experiment": "mri"}, "unknown experiment"),
+    ({"experiment": "spect"}, "unknown experiment"),
+    ({"methods": ["fbp", "zf"]}, "zf do\\(es\\) not apply to CT"),
     ({"preset": "huge"}, "unknown preset"),
     ({"methods": ["fbp", "sart"]}, "unknown method"),
     ({"methods": []}, "no methods"),

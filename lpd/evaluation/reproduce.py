@@ -567,6 +567,11 @@ def run(experiment: str, preset: str = "default", out: str | os.PathLike | None 
     command = command or f"lpd.reproduce.run({experiment!r}, {preset!r})"
 
     setup = operators.get_setup(settings["setup"])
+    wrong = [k for k in keys if not registry.get(k).applies_to(setup.config.modality)]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)} do(es) not apply to {setup.config.modality.upper()}"
+                         f" (set-up {setup.config.name!r}); `lpd reproduce mri` runs the MRI "
+                         "methods")
     user_images = (load_images(images, setup, spec.image_range) if images is not None
                    else None)
     out.mkdir(parents=True, exist_ok=True)
