@@ -7,9 +7,11 @@ The package, with imports pointing one way (each builds on those above it):
 
 - `lpd.config`, `lpd.io`, `lpd.metrics`: configuration dataclasses, atomic
   file writes, PSNR/SSIM and timing, used throughout.
-- `lpd.physics`: set-ups, ray transforms and the ODL -> TensorFlow bridge.
-- `lpd.data`: phantoms, simulation and pipelines, real CT.
-- `lpd.methods`: classical reconstructions and the networks.
+- `lpd.physics`: set-ups, ray transforms, the MRI Fourier operator and the ODL ->
+  TensorFlow bridge.
+- `lpd.data`: phantoms, simulation and pipelines, real CT and brain MRI.
+- `lpd.methods`: classical, statistical, plug-and-play and untrained methods, and
+  the networks.
 - `lpd.training`: the training loop, checkpoints and shipped weights.
 - `lpd.evaluation`: scoring, figures and the paper's experiments.
 - `lpd.cli`: the ``lpd`` command.
