@@ -407,7 +407,8 @@ class NetworkConfig:
         Start of the unrolled schemes; ``None`` takes the paper's (zeros for lpd
         and lp, the FBP for lgd).
     features, depth : int
-        Width at the finest level and number of poolings of the U-Net.
+        Width at the finest level and number of poolings of the U-Net;
+        ``features`` is also the width of AUTOMAP's convolutions.
     widths : {"reference", "doubling"}
         Channel rule of the U-Net (``"reference"`` reproduces the original code's
         9.7e6-parameter network; see `lpd.networks.UNet`).
@@ -639,6 +640,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "lp": {"n_iter": 2, "filters": 8},
             "lgd": {"n_iter": 2, "filters": 8},
             "unet": {"features": 4, "depth": 2, "widths": "doubling"},
+            "automap": {"features": 4},
         },
     },
 }

@@ -378,3 +378,24 @@ def test_network_reconstructor_batches_chunks_and_checks_shapes(op):
         whole.reconstruct_batch(np.zeros((2, 5, 5), np.float32))
     with pytest.raises(ValueError, match="chunk must be >= 1"):
         networks.NetworkReconstructor(model, chunk=0)
+
+
+def test_automap_maps_data_to_images_with_the_parameters_it_claims():
+    from lpd.methods.networks import Automap, automap_parameters
+    from lpd.physics import operators as ops
+
+    setup = ops.get_setup("ellipses_small")
+    operator = setup.tf_operator()
+    model = Automap(operator, features=4, setup="ellipses_small")
+    data_size = int(np.prod(operator.range_shape))
+    assert model.count_params() == automap_parameters(data_size, 64 * 64, 4)
+    # The paper's size at 128 x 128 with 30 angles: the count the docstring gives.
+    assert automap_parameters(30 * 183, 128 * 128) == 358_523_649
+    y = tf.random.normal((2, *operator.range_shape, 1))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(y) ** 2)
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert model(y).shape == (2, 64, 64, 1) and all(g is not None for g in grads)
+    clone = Automap.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(y).numpy(), model(y).numpy(), atol=1e-6)

@@ -18,17 +18,17 @@ def test_unknown_keys_are_refused_with_the_known_ones_listed():
 def test_the_lists_of_methods_come_from_the_registry():
     from lpd.evaluation import reproduce
 
-    assert config.METHODS == registry.learned_keys() == ("unet", "lgd", "lp", "lpd")
+    assert config.METHODS == registry.learned_keys() == ("unet", "lgd", "lp", "lpd", "automap")
     assert tuple(reproduce.METHOD_NAMES) == tuple(registry.METHODS)
     assert reproduce.CLASSICAL == ("fbp", "zf", "tv", "tikhonov", "pinv", "lmmse", "pnp",
-                                   "admm")
+                                   "dip", "admm")
     assert set(reproduce.LEARNED) == set(config.METHODS)
     for method in registry.METHODS.values():
         assert method.family in registry.FAMILIES
 
 
 def test_every_classical_builder_is_a_reconstructor():
-    from lpd.methods import classical, lmmse, pnp, splitting
+    from lpd.methods import classical, dip, lmmse, pnp, splitting
 
     for key in registry.keys(learned=False):
         build = registry.get(key).load()
@@ -38,6 +38,9 @@ def test_every_classical_builder_is_a_reconstructor():
         elif key == "admm":  # a function: it loads the trained networks first
             assert build is splitting.load_splitting and issubclass(
                 splitting.SplittingReconstructor, classical.Reconstructor)
+        elif key == "dip":  # a function: it reads the chosen number of steps
+            assert build is dip.load_dip and issubclass(dip.DIPReconstructor,
+                                                        classical.Reconstructor)
         elif key == "pnp":  # a function: it loads the denoiser and the tuned scheme
             assert build is pnp.load_pnp and issubclass(pnp.PnPReconstructor,
                                                         classical.Reconstructor)

@@ -14,7 +14,8 @@ Families are those of the lecture on deep learning for image reconstruction
 (``analytical``, ``optimisation``, ``statistical``: estimated from samples of the
 training distribution, ``post-processing``, ``plug-and-play``: a learned
 denoiser inside a classical iterative scheme, ``untrained``: a network fitted to
-the data of one image, ``unrolled``, ...).
+the data of one image, ``unrolled``, ``fully learned``: the whole map from data
+to image, with no operator inside).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = ["Method", "METHODS", "FAMILIES", "MODALITIES", "get", "keys", "learne
            "unknown_method"]
 
 FAMILIES = ("analytical", "optimisation", "statistical", "post-processing", "plug-and-play",
-            "untrained", "unrolled")
+            "untrained", "unrolled", "fully learned")
 """The families of methods, in the order a results table lists them."""
 
 MODALITIES = ("ct", "mri")
@@ -147,6 +148,9 @@ METHODS: dict[str, Method] = {m.key: m for m in (
            "lpd.methods.networks:LearnedPrimalDual",
            "Learned Primal-Dual: learned primal and dual updates, operator in every step",
            "Adler & Öktem, IEEE TMI 37(6), 2018, arXiv:1707.06474"),
+    Method("automap", "AUTOMAP", "fully learned", True, "lpd.methods.networks:Automap",
+           "dense layers from the data to the image, then convolutions (no operator inside)",
+           "Zhu et al., Nature 555, 2018"),
 )}
 """Every method, in the order of the results tables (classical first)."""
 

@@ -1,4 +1,4 @@
-"""Keras models for learned reconstruction: unrolled schemes and FBP + U-Net.
+"""Keras models for learned reconstruction: unrolled schemes, FBP + U-Net, AUTOMAP.
 
 Every model maps a batch of data ``y`` of shape ``(batch, *range_shape, 1)``
 (NHWC, float32) to a batch of images ``(batch, *domain_shape, 1)``. The models
@@ -18,6 +18,8 @@ model                      what differs                               parameters
                            ``[f, A^*(A f - y), grad reg, memory]``,
                            ReLU, start from the FBP
 `FBPUNet`                  U-Net on the FBP, residual (post-process)   9 699 423
+`Automap`                  dense layers from data to image, then       358 523 649
+                           convolutions; no operator inside [5]
 =========================  =========================================  ============
 
 (Parameter counts at the paper's settings on the ellipse set-up; they equal the
@@ -41,6 +43,7 @@ Modules. The package is split by concept; every name below is importable from
 - `lpd.methods.networks.unrolled`: `UnrolledReconstructor`, `LearnedPrimalDual`,
   `LearnedPrimal`, `LearnedGradientDescent`.
 - `lpd.methods.networks.unet`: `UNet`, `FBPUNet`.
+- `lpd.methods.networks.automap`: `Automap`, `automap_parameters`.
 - `lpd.methods.networks.fbp`: `FilteredBackProjection`.
 - `lpd.methods.networks.layers`: the fast 3x3 convolution, PReLU and the
   convolution blocks the models are built of.
@@ -64,11 +67,14 @@ References
    biomedical image segmentation. MICCAI 2015. arXiv:1505.04597.
 .. [4] Jin KH, McCann MT, Froustey E, Unser M. Deep convolutional neural
    network for inverse problems in imaging. IEEE TIP 26(9), 2017 (FBP + U-Net).
+.. [5] Zhu B, Liu JZ, Cauley SF, Rosen BR, Rosen MS. Image reconstruction by
+   domain-transform manifold learning. Nature 555:487-492, 2018 (AUTOMAP).
 """
 
 from __future__ import annotations
 
 # The private names are those the tests read from the package, as from the module before.
+from lpd.methods.networks.automap import Automap, automap_parameters
 from lpd.methods.networks.fbp import FilteredBackProjection
 from lpd.methods.networks.layers import _Conv2D as _Conv2D
 from lpd.methods.networks.layers import _PReLU as _PReLU
@@ -96,6 +102,8 @@ __all__ = [
     "FilteredBackProjection",
     "UNet",
     "FBPUNet",
+    "Automap",
+    "automap_parameters",
     "count_parameters",
     "NetworkReconstructor",
     "cpu_has_native_bfloat16",
