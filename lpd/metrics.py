@@ -1,4 +1,4 @@
-"""Image quality and timing: PSNR, SSIM and the median run time of a call.
+"""Image quality and cost: PSNR, SSIM, the median run time of a call and its peak memory.
 
 Quality is always measured against the true image with an explicit data range
 (1 for the ellipse experiment, as in the paper). Run times are the median of
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["psnr", "ssim", "time_call"]
+__all__ = ["psnr", "ssim", "time_call", "time_and_memory"]
 
 
 def _pair(truth, estimate) -> tuple[np.ndarray, np.ndarray]:
@@ -153,15 +153,56 @@ def time_call(fn: Callable[..., Any], *args, repeats: int = 5, warmup: int = 1,
     float
         The median of the timed calls, in seconds.
     """
+    return time_and_memory(fn, *args, repeats=repeats, warmup=warmup, **kwargs)[0]
+
+
+def _rss_kib(field: str) -> int | None:
+    """``VmRSS`` or ``VmHWM`` (peak) of this process in KiB, from /proc (Linux); else None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset the peak resident memory to the current one (Linux >= 4.0); False if impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def time_and_memory(fn: Callable[..., Any], *args, repeats: int = 5, warmup: int = 1,
+                    **kwargs) -> tuple[float, int | None]:
+    """`time_call`'s median time, and the peak memory of the timed calls.
+
+    The memory is the largest resident set size of the process during the timed
+    calls above that before them, in bytes (after the warm-up, so that caches
+    built once, such as a system matrix, are not counted). It is read from
+    ``/proc`` on Linux and is ``None`` where that is not possible. It counts
+    every allocator of the process (numpy's and TensorFlow's alike).
+    """
     if int(repeats) != repeats or repeats < 1:
         raise ValueError(f"repeats must be a positive integer, got {repeats}")
     if int(warmup) != warmup or warmup < 0:
         raise ValueError(f"warmup must be a non-negative integer, got {warmup}")
     for _ in range(int(warmup)):
         _block(fn(*args, **kwargs))
+    start_rss = _rss_kib("VmRSS")
+    measured = start_rss is not None and _reset_peak()
     times = []
     for _ in range(int(repeats)):
         start = time.perf_counter()
         _block(fn(*args, **kwargs))
         times.append(time.perf_counter() - start)
-    return float(statistics.median(times))
+    peak = None
+    if measured:
+        high = _rss_kib("VmHWM")
+        peak = None if high is None else 1024 * max(0, high - start_rss)
+    return float(statistics.median(times)), peak

@@ -113,3 +113,16 @@ def test_ssim_refuses_values_that_swamp_its_statistics():
     truth = rng.random((32, 32)) * 1e200
     with pytest.raises(ValueError, match="SSIM came out as"):
         metrics.ssim(truth, truth[::-1], data_range=1.0)
+
+
+def test_peak_memory_of_a_call_counts_what_it_allocates():
+    def allocate():
+        return np.ones((2048, 4096)).sum()  # 64 MiB, freed on return
+
+    seconds, peak = metrics.time_and_memory(allocate, repeats=1, warmup=1)
+    if peak is None:
+        pytest.skip("no /proc peak-memory counters on this system")
+    assert seconds > 0
+    assert 56 * 2**20 < peak < 256 * 2**20
+    _, small = metrics.time_and_memory(lambda: 1 + 1, repeats=1, warmup=1)
+    assert small < 16 * 2**20

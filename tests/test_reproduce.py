@@ -86,6 +86,11 @@ def test_classical_table_files_and_values(tmp_path, quick):
     assert any("writing to" in line for line in lines)
     assert json.loads((out / "run.json").read_text())["held_out"].startswith("3 random")
     assert "| FBP |" in (out / "results.md").read_text()
+    # The family table: what each method needs, costs and is set to.
+    families = (out / "families.md").read_text()
+    assert "| FBP | analytical | validation pairs |" in families
+    assert "| Tikhonov | optimisation | validation pairs |" in families
+    assert "filter_type=Hamming" in families
 
 
 def test_refuses_to_overwrite_without_force(tmp_path, quick):
@@ -138,8 +143,8 @@ def test_force_replaces_the_outputs_of_a_run_as_a_whole(tmp_path, quick):
     assert not (out / "training_curves.png").exists()  # stale: this run has no training
     assert (out / "notes.txt").read_text() == "earlier"  # not lpd's: kept
     assert {p.name for p in out.iterdir()} == {"notes.txt", "results.csv", "results.md",
-                                               "reconstructions.png", "reconstructions.npz",
-                                               "run.json"}
+                                               "families.md", "reconstructions.png",
+                                               "reconstructions.npz", "run.json"}
 
 
 def test_the_test_case_ssim_is_also_given_in_the_papers_convention(tmp_path, quick):

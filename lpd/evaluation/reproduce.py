@@ -6,6 +6,9 @@ method it loads the shipped weights (or trains them with ``train=True``),
 reconstructs the paper's test case and a held-out set of at least 100 samples,
 and writes into the output directory:
 
+- ``families.md``: the lecture's benchmark table: per method its family, what
+  it needs (nothing, validation pairs, images, pairs), trainable parameters,
+  time and peak memory per reconstruction, and its settings;
 - ``results.csv`` and ``results.md``: PSNR and SSIM (mean and std over the
   held-out set, and on the test case), median run time per reconstruction,
   trainable parameters, the training each learned model had, and the paper's
@@ -440,9 +443,37 @@ def _markdown_text(rows: Sequence[Row], experiment: Experiment, meta: dict) -> s
     return "\n".join(lines)
 
 
+def _families_text(rows: Sequence[Row], experiment: Experiment, meta: dict) -> str:
+    """The lecture's benchmark table: per method its family, what it needs and what it costs."""
+    lines = [f"# Families of methods: {experiment.title}", "",
+             f"Set-up `{meta['setup']}`. Time and peak memory of one reconstruction "
+             "(median time; memory is the peak resident memory of the process during the "
+             "timed reconstructions above that before them, so caches built once, such as a "
+             "system matrix, are not counted). Trainable parameters are those trained "
+             "beforehand.", ""]
+    header = ["method", "family", "needs for training or tuning", "trainable parameters",
+              "ms per image", "peak memory (MiB)", "PSNR held-out (dB)", "settings"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        method = registry.get(row.method)
+        settings = json.loads(row.settings) if row.settings else {}
+        settings.pop("data_model", None)
+        parameters = "" if row.parameters is None else f"{row.parameters:,}".replace(",", " ")
+        runtime = ("" if row.runtime_ms is None else
+                   f"{row.runtime_ms:.1f}" if row.runtime_ms < 100 else f"{row.runtime_ms:.0f}")
+        memory = "" if row.peak_memory_mb is None else f"{row.peak_memory_mb:.0f}"
+        text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in settings.items())
+        lines.append("| " + " | ".join([row.name, method.family, method.needs, parameters,
+                                         runtime, memory, _f(row.psnr, 2),
+                                         text.replace("|", "\\|")]) + " |")
+    lines += ["", f"Written by `{meta['command']}`.", ""]
+    return "\n".join(lines)
+
+
 # What a run writes into its output directory (besides training/ with --train).
-_OUTPUTS = ("results.csv", "results.md", "reconstructions.png", "training_curves.png",
-            "reconstructions.npz", "run.json")
+_OUTPUTS = ("results.csv", "results.md", "families.md", "reconstructions.png",
+            "training_curves.png", "reconstructions.npz", "run.json")
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -699,6 +730,7 @@ def _write_outputs(out: Path, spec: Experiment, rows: list[Row], meta: dict,
         atomic_write(stage / "results.csv",
                      evaluation.csv_text(rows))
         atomic_write(stage / "results.md", _markdown_text(rows, spec, meta))
+        atomic_write(stage / "families.md", _families_text(rows, spec, meta))
         names = {METHOD_NAMES[k]: v for k, v in recons.items()}
         figures.reconstruction_figure(
             truth, names, stage / "reconstructions.png", window=spec.window,

@@ -67,6 +67,8 @@ class ResultRow:
         paper's convention (data range 2).
     runtime_ms : float
         Median time of one reconstruction.
+    peak_memory_mb : float
+        Its peak memory above the process's before it, in MiB (Linux).
     parameters : int
         Trained parameters.
     data_range : float
@@ -89,6 +91,7 @@ class ResultRow:
     ssim_test_paper: float | None = None
     n_test: int | None = None
     runtime_ms: float | None = None
+    peak_memory_mb: float | None = None
     parameters: int | None = None
     data_range: float | None = None
     paper_psnr: float | None = None
@@ -116,6 +119,9 @@ class EvaluationResult:
     runtime_ms : float or None
         Median time of one reconstruction (one sample) in milliseconds;
         ``None`` when not timed.
+    peak_memory_mb : float or None
+        Peak resident memory of the timed reconstructions above that before them
+        (`lpd.metrics.time_and_memory`), in MiB; ``None`` when not measured.
     n_parameters : int or None
         Trained parameters, where the reconstructor exposes the count.
     data_range : float
@@ -138,6 +144,7 @@ class EvaluationResult:
     n_parameters: int | None
     data_range: float
     params: dict = dataclasses.field(default_factory=dict)
+    peak_memory_mb: float | None = None
     images: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -154,6 +161,7 @@ class EvaluationResult:
             "ssim": self.ssim_mean,
             "ssim_std": self.ssim_std,
             "runtime_ms": self.runtime_ms,
+            "peak_memory_mb": self.peak_memory_mb,
             "parameters": self.n_parameters,
             "n_samples": self.n_samples,
             "data_range": self.data_range,
@@ -293,9 +301,11 @@ def evaluate(reconstructor: Callable | Any, data, truth, *, name: str | None = N
 
     psnr = tuple(metrics.psnr(t, x, data_range) for t, x in zip(truth, images, strict=True))
     ssim = tuple(metrics.ssim(t, x, data_range) for t, x in zip(truth, images, strict=True))
-    runtime_ms = None
+    runtime_ms = peak_bytes = None
     if timed:
-        runtime_ms = 1e3 * metrics.time_call(one, data[0], repeats=repeats, warmup=warmup)
+        seconds, peak_bytes = metrics.time_and_memory(one, data[0], repeats=repeats,
+                                                      warmup=warmup)
+        runtime_ms = 1e3 * seconds
     params = getattr(reconstructor, "params", None)
     # A perfect sample has PSNR inf, and then the spread is undefined (nan).
     with np.errstate(invalid="ignore"):
@@ -305,6 +315,7 @@ def evaluate(reconstructor: Callable | Any, data, truth, *, name: str | None = N
         psnr_mean=float(np.mean(psnr)), psnr_std=psnr_std,
         ssim_mean=float(np.mean(ssim)), ssim_std=float(np.std(ssim)),
         psnr=psnr, ssim=ssim, runtime_ms=runtime_ms,
+        peak_memory_mb=None if peak_bytes is None else peak_bytes / 2**20,
         n_parameters=_parameter_count(reconstructor), data_range=float(data_range),
         params=dict(params) if isinstance(params, dict) else {},
         images=images.astype(np.float32) if keep_images else None,

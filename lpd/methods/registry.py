@@ -54,6 +54,10 @@ class Method:
         Otherwise its parameters are tuned on validation data
         (`lpd.methods.classical`), or, for a method with ``trained`` set, its
         networks are trained by a procedure of its own.
+    needs : str
+        What it needs besides the operator and the noise model, in words: ``"nothing"``,
+        ``"validation pairs"`` (a few, to tune its parameters), ``"images"`` (samples
+        of the image distribution only) or ``"pairs"`` (training data and images).
     trained : bool
         Ships networks trained by its own procedure (not ``lpd train``): the
         plug-and-play denoiser (`lpd.methods.pnp`, ``tools/train_pnp.py``) and the
@@ -80,6 +84,7 @@ class Method:
     summary: str
     reference: str = ""
     modalities: tuple[str, ...] = ("ct", "mri")
+    needs: str = "pairs"
     trained: bool = False
 
     def __post_init__(self):
@@ -103,24 +108,30 @@ class Method:
 METHODS: dict[str, Method] = {m.key: m for m in (
     Method("fbp", "FBP", "analytical", False, "lpd.methods.classical:FBPReconstructor",
            "filtered back-projection with a tuned filter window and cut-off",
-           modalities=("ct",)),
+           modalities=("ct",),
+           needs="validation pairs"),
     Method("zf", "Zero filling", "analytical", False,
            "lpd.methods.classical:ZeroFillingReconstructor",
            "the inverse Fourier transform with the unmeasured coefficients set to zero (MRI)",
            "Bernstein, Fain & Riederer, J Magn Reson Imaging 14(3), 2001",
-           modalities=("mri",)),
+           modalities=("mri",),
+           needs="nothing"),
     Method("tv", "TV", "optimisation", False, "lpd.methods.classical:TVReconstructor",
-           "total variation regularisation solved by PDHG (Chambolle-Pock)"),
+           "total variation regularisation solved by PDHG (Chambolle-Pock)",
+           needs="validation pairs"),
     Method("tikhonov", "Tikhonov", "optimisation", False,
            "lpd.methods.classical:TikhonovReconstructor",
-           "quadratic (Tikhonov) regularisation solved by CGLS"),
+           "quadratic (Tikhonov) regularisation solved by CGLS",
+           needs="validation pairs"),
     Method("pinv", "Pseudo-inverse", "analytical", False,
            "lpd.methods.classical:PseudoInverseReconstructor",
            "the minimum-norm least-squares solution A^+ y (CGLS to convergence)",
-           "Engl, Hanke & Neubauer, Regularization of Inverse Problems, 1996"),
+           "Engl, Hanke & Neubauer, Regularization of Inverse Problems, 1996",
+           needs="nothing"),
     Method("lmmse", "Linear MMSE", "statistical", False, "lpd.methods.lmmse:linear_mmse",
            "the best linear reconstruction for the training distribution, from samples",
-           "Kay, Fundamentals of Statistical Signal Processing I, 1993, ch. 12"),
+           "Kay, Fundamentals of Statistical Signal Processing I, 1993, ch. 12",
+           needs="images"),
     Method("unet", "FBP + U-Net", "post-processing", True, "lpd.methods.networks:FBPUNet",
            "a U-Net applied to the FBP (post-processing)",
            "Jin et al., IEEE TIP 26(9), 2017"),
@@ -128,11 +139,13 @@ METHODS: dict[str, Method] = {m.key: m for m in (
            "half-quadratic splitting with a DnCNN denoiser, trained once on images at every "
            "noise level, in place of the proximal step",
            "Venkatakrishnan et al., GlobalSIP 2013; Zhang et al., IEEE TPAMI 44(10), 2022",
-           trained=True),
+           trained=True,
+           needs="images (the denoiser), validation pairs"),
     Method("dip", "Deep image prior", "untrained", False, "lpd.methods.dip:load_dip",
            "an untrained U-Net fitted to the data of each image, stopped after a number of "
            "steps chosen on validation images",
-           "Ulyanov, Vedaldi & Lempitsky, CVPR 2018; Baguer et al., Inverse Problems 36, 2020"),
+           "Ulyanov, Vedaldi & Lempitsky, CVPR 2018; Baguer et al., Inverse Problems 36, 2020",
+           needs="validation pairs (its steps)"),
     Method("admm", "ADMM + SCAE", "plug-and-play", False, "lpd.methods.splitting:load_splitting",
            "ADMM splitting a learned denoiser (an SCAE trained on the scheme's own iterates) "
            "from a classical data-consistent TV step",
