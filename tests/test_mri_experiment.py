@@ -48,6 +48,8 @@ def test_the_command_refuses_what_mri_does_not_take(tmp_path, capsys):
 
     assert cli.main(["reproduce", "mri", "--train", "--out", str(tmp_path)]) != 0
     assert "--train is not supported" in capsys.readouterr().err
+    assert cli.main(["reproduce", "noise", "--images", "x.npy", "--out", str(tmp_path)]) != 0
+    assert "--images is not supported" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not apply to MRI"):
         mri.run("default", tmp_path / "x", methods=["fbp"], log=lambda line: None)
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from lpd.io import atomic_write
 
-__all__ = ["reconstruction_figure", "training_curves_figure", "mask_figure", "grid_figure"]
+__all__ = ["reconstruction_figure", "training_curves_figure", "mask_figure", "grid_figure",
+           "curves_figure"]
 
 
 def _pyplot():
@@ -201,4 +202,28 @@ def grid_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray],
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=10, y=1.0 + 0.18 / len(rows))
+    return _save(fig, path, overwrite)
+
+
+def curves_figure(curves: Mapping[str, Mapping[float, float]], path: str | os.PathLike, *,
+                  xlabel: str, ylabel: str, x_scale: float = 1.0, marker: float | None = None,
+                  title: str = "", overwrite: bool = False) -> Path:
+    """One curve per label: ``{label: {x: y}}``, x on a log axis (times ``x_scale``).
+
+    ``marker`` draws a dotted vertical line (the level a method was trained at, say).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, curve in curves.items():
+        xs = sorted(curve)
+        ax.plot([x_scale * x for x in xs], [curve[x] for x in xs], marker="o", label=label)
+    if marker is not None:
+        ax.axvline(marker, color="grey", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
     return _save(fig, path, overwrite)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -213,7 +212,7 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
     settings = MRI.presets[preset]
     keys = _methods(methods, settings)
     out = Path(out) if out is not None else Path("results") / f"mri-{preset}"
-    reproduce._check_out(out, force)
+    reproduce._check_out(out, force, _OUTPUTS)
     command = command or f"lpd.evaluation.mri.run({preset!r})"
     out.mkdir(parents=True, exist_ok=True)
     log(f"lpd reproduce mri (preset {preset!r}): {len(grid)} cells, methods {', '.join(keys)}; "
@@ -304,17 +303,13 @@ def _markdown(rows: list[dict], meta: dict, keys: Sequence[str]) -> str:
 
 def _write(out: Path, rows: list[dict], meta: dict, grid: Sequence[Cell], shown: list,
            keys: Sequence[str]) -> list[Path]:
-    stage = out / f".partial-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
-    try:
+    def write(stage: Path) -> None:
         atomic_write(stage / "results.csv", evaluation.csv_text(rows, _COLUMNS_CSV))
         atomic_write(stage / "results.md", _markdown(rows, meta, keys))
         masks = {}
         for cell in grid:
-            key = (cell.pattern, cell.rate)
-            if key not in masks:
-                masks[key] = operators.get_setup(cell.setup).geometry
+            if (cell.pattern, cell.rate) not in masks:
+                masks[cell.pattern, cell.rate] = operators.get_setup(cell.setup).geometry
         figures.mask_figure(masks, stage / "masks.png",
                             names={p: PATTERN_NAMES[p] for p in MRI_PATTERNS})
         figures.grid_figure(shown, stage / "reconstructions.png",
@@ -322,15 +317,5 @@ def _write(out: Path, rows: list[dict], meta: dict, grid: Sequence[Cell], shown:
         atomic_write(stage / "run.json", json.dumps(
             {**meta, "versions": reproduce._versions(), "rows": rows}, indent=2,
             default=str) + "\n")
-    except OSError as err:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise OSError(f"could not write the results into {out} ({err.strerror or err}); the "
-                      "earlier results there, if any, are unchanged") from None
-    names = sorted(p.name for p in stage.iterdir())
-    for name in _OUTPUTS:
-        if name not in names:
-            (out / name).unlink(missing_ok=True)
-    for name in sorted(names, key=lambda n: n == "run.json"):
-        os.replace(stage / name, out / name)
-    stage.rmdir()
-    return [out / name for name in names]
+
+    return reproduce.write_staged(out, _OUTPUTS, write)

@@ -476,14 +476,15 @@ _OUTPUTS = ("results.csv", "results.md", "families.md", "reconstructions.png",
             "training_curves.png", "reconstructions.npz", "run.json")
 
 
-def _check_out(out: Path, force: bool) -> None:
+def _check_out(out: Path, force: bool, outputs: Sequence[str] = _OUTPUTS) -> None:
     """Refuse a file, earlier results without ``force``, or a directory that cannot be written.
 
-    Runs before any evaluation, so that a bad ``--out`` costs nothing.
+    Runs before any evaluation, so that a bad ``--out`` costs nothing. ``outputs``
+    are the names an experiment writes.
     """
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file")
-    existing = [name for name in _OUTPUTS if (out / name).exists()]
+    existing = [name for name in outputs if (out / name).exists()]
     if existing and not force:
         raise FileExistsError(
             f"{out} already holds results ({', '.join(existing)}); pass --force to replace "
@@ -501,14 +502,15 @@ def _check_out(out: Path, force: bool) -> None:
                       "--out") from None
 
 
-def _publish(out: Path, stage: Path, names: list[str]) -> list[Path]:
+def _publish(out: Path, stage: Path, names: list[str],
+             outputs: Sequence[str] = _OUTPUTS) -> list[Path]:
     """Move the staged outputs into ``out`` (``run.json`` last) and drop stale ones.
 
     The outputs of a run replace those of an earlier one as a whole: an earlier
     output this run did not write (``training_curves.png`` of a run that had
     learned methods, say) is removed, so nothing stale stands beside new results.
     """
-    for name in _OUTPUTS:
+    for name in outputs:
         if name not in names:
             (out / name).unlink(missing_ok=True)
     ordered = sorted(names, key=lambda n: n == "run.json")
@@ -516,6 +518,26 @@ def _publish(out: Path, stage: Path, names: list[str]) -> list[Path]:
         os.replace(stage / name, out / name)
     stage.rmdir()
     return [out / name for name in ordered]
+
+
+def write_staged(out: Path, outputs: Sequence[str], write: Callable[[Path], Any]) -> list[Path]:
+    """Let ``write(stage)`` write a run's outputs into a staging directory, then publish them.
+
+    A failure while writing (a full disk) leaves the earlier results in ``out`` as
+    they were, and the staging directory is removed; otherwise the new outputs
+    replace the earlier ones as a whole (`_publish`). Every experiment writes
+    through this function.
+    """
+    stage = out / f".partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        write(stage)
+    except OSError as err:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise OSError(f"could not write the results into {out} ({err.strerror or err}); the "
+                      "earlier results there, if any, are unchanged") from None
+    return _publish(out, stage, sorted(p.name for p in stage.iterdir()), outputs)
 
 
 def _resolve_methods(methods: Sequence[str] | None, preset: dict) -> tuple[str, ...]:
@@ -718,17 +740,10 @@ def run(experiment: str, preset: str = "default", out: str | os.PathLike | None 
 def _write_outputs(out: Path, spec: Experiment, rows: list[Row], meta: dict,
                    truth: np.ndarray, recons: dict[str, np.ndarray], histories: dict,
                    force: bool, scores: dict[str, str], figure_text: str) -> list[Path]:
-    """Write every output into a staging directory, then publish them together.
+    """Write every output through `write_staged` (all of them, or none)."""
 
-    A failure while writing (a full disk) leaves the earlier results as they
-    were; the staging directory is removed.
-    """
-    stage = out / f".partial-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
-    try:
-        atomic_write(stage / "results.csv",
-                     evaluation.csv_text(rows))
+    def write(stage: Path) -> None:
+        atomic_write(stage / "results.csv", evaluation.csv_text(rows))
         atomic_write(stage / "results.md", _markdown_text(rows, spec, meta))
         atomic_write(stage / "families.md", _families_text(rows, spec, meta))
         names = {METHOD_NAMES[k]: v for k, v in recons.items()}
@@ -749,11 +764,8 @@ def _write_outputs(out: Path, spec: Experiment, rows: list[Row], meta: dict,
         atomic_write(stage / "run.json", json.dumps(
             {**meta, "versions": _versions(), "rows": [dataclasses.asdict(r) for r in rows]},
             indent=2, default=str) + "\n")
-    except OSError as err:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise OSError(f"could not write the results into {out} ({err.strerror or err}); the "
-                      "earlier results there, if any, are unchanged") from None
-    return _publish(out, stage, sorted(p.name for p in stage.iterdir()))
+
+    return write_staged(out, _OUTPUTS, write)
 
 
 def _versions() -> dict:
