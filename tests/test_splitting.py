@@ -78,8 +78,15 @@ def test_training_improves_on_tv_and_the_saved_networks_reload(setup, tmp_path):
     with pytest.raises(FileExistsError):
         splitting.save_splitting(method, record, tmp_path / "admm")
     loaded = splitting.load_splitting(setup, saved)
+    # It stops after the loop that was best on validation, and then equals the
+    # trained scheme stopped there.
+    best = max(record["loops"][1:], key=lambda e: e["validation_psnr"])["loop"]
+    assert loaded.loops == best and loaded.params["loops_used"] == best
     data = pipelines.simulate(setup, _images(2, 2), np.random.default_rng(3))
-    np.testing.assert_allclose(loaded(data[0]), method(data[0]), atol=1e-6)
+    same = splitting.SplittingReconstructor(setup, method.config, method.networks, loops=best)
+    np.testing.assert_allclose(loaded(data[0]), same(data[0]), atol=1e-6)
+    with pytest.raises(ValueError, match="loops must be in"):
+        splitting.SplittingReconstructor(setup, method.config, method.networks, loops=3)
     loops = method.reconstruct_loops(data)
     assert len(loops) == 3 and loops[0].shape == (2, 32, 32)
     assert loaded.n_parameters == 2 * (9 * 8 + 8 + 9 * 8 * 8 + 8 + 9 * 8 + 1)
