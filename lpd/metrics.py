@@ -169,7 +169,18 @@ def _rss_kib(field: str) -> int | None:
 
 
 def _reset_peak() -> bool:
-    """Reset the peak resident memory to the current one (Linux >= 4.0); False if impossible."""
+    """Reset the peak resident memory to the current one (Linux >= 4.0); False if impossible.
+
+    The C heap's free pages are handed back first (glibc's ``malloc_trim``), so that
+    what a call allocates shows as new resident memory rather than reused free
+    space of earlier work.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -194,8 +205,9 @@ def time_and_memory(fn: Callable[..., Any], *args, repeats: int = 5, warmup: int
         raise ValueError(f"warmup must be a non-negative integer, got {warmup}")
     for _ in range(int(warmup)):
         _block(fn(*args, **kwargs))
+    measured = _reset_peak()
     start_rss = _rss_kib("VmRSS")
-    measured = start_rss is not None and _reset_peak()
+    measured = measured and start_rss is not None
     times = []
     for _ in range(int(repeats)):
         start = time.perf_counter()
