@@ -696,7 +696,8 @@ def run(experiment: str, preset: str = "default", out: str | os.PathLike | None 
         held = evaluation.evaluate(method, held_data[some], held_images[some], name=name,
                                    repeats=repeats, warmup=warmup,
                                    progress=progress, keep_images=user_images is not None)
-        row = held.row(method=key, name=name, training=trainings.get(key, ""))
+        row = held.row(method=key, name=name,
+                       training=trainings.get(key, getattr(method, "training", "")))
         if test_data is not None:
             test = evaluation.evaluate(method, test_data, test_images, name=name, timed=False,
                                        keep_images=True)
