@@ -11,12 +11,32 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from typing import Any, Literal
 
 from lpd.methods import registry
 
 # The learned methods, the networks a NetworkConfig describes (from the registry).
 METHODS = registry.learned_keys()
+
+
+def check_positive(config: Any, integers: tuple[str, ...] = (),
+                   reals: tuple[str, ...] = ()) -> None:
+    """Raise a `ValueError` naming the first field of ``config`` that is not positive.
+
+    ``integers`` must be whole numbers >= 1 (not booleans); ``reals`` finite and > 0.
+    The one check behind the settings dataclasses of lpd (training, networks,
+    denoisers, the splitting scheme).
+    """
+    for name in integers:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    for name in reals:
+        value = getattr(config, name)
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                or not (math.isfinite(value) and value > 0)):
+            raise ValueError(f"{name} must be finite and > 0, got {value!r}")
 
 __all__ = [
     "NoiseConfig",
@@ -28,6 +48,7 @@ __all__ = [
     "ProblemConfig",
     "NetworkConfig",
     "TrainingConfig",
+    "check_positive",
     "to_dict",
     "from_dict",
     "to_json",
@@ -441,9 +462,7 @@ class NetworkConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise registry.unknown_method(self.method, METHODS)
-        for field in ("n_iter", "n_primal", "n_dual", "filters", "features", "depth"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        check_positive(self, ("n_iter", "n_primal", "n_dual", "filters", "features", "depth"))
         if self.n_memory < 0:
             raise ValueError(f"n_memory must be >= 0, got {self.n_memory}")
         if self.initial not in (None, "zeros", "fbp"):
@@ -559,14 +578,9 @@ class TrainingConfig:
             raise TypeError(f"setup must be a set-up name or a ProblemConfig, got {self.setup!r}")
         if not isinstance(self.network, NetworkConfig):
             raise TypeError(f"network must be a NetworkConfig, got {self.network!r}")
-        for field in ("steps", "batch_size", "validation_size", "validation_every",
-                      "checkpoint_every", "log_every", "keep_checkpoints"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
-        for field in ("learning_rate", "clip_global_norm", "psnr_data_range"):
-            value = getattr(self, field)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{field} must be finite and > 0, got {value}")
+        check_positive(self, ("steps", "batch_size", "validation_size", "validation_every",
+                              "checkpoint_every", "log_every", "keep_checkpoints"),
+                       ("learning_rate", "clip_global_norm", "psnr_data_range"))
         if not 0 <= self.beta_2 < 1:
             raise ValueError(f"beta_2 must be in [0, 1), got {self.beta_2}")
         if self.seed < 0 or self.validation_seed < 0:

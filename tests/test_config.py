@@ -48,3 +48,25 @@ def test_training_images_are_one_list_and_unknown_ones_are_refused():
     with pytest.raises(ValueError, match="unknown training images 'elipses'; choose one of "
                                          "ellipses, rectangles"):
         config.TrainingConfig(images="elipses")
+
+
+def test_check_positive_names_the_first_bad_field():
+    import numpy as np
+
+    from lpd.config import check_positive
+
+    @dataclasses.dataclass
+    class Settings:
+        n: object = 3
+        rate: object = 0.5
+
+    check_positive(Settings(), ("n",), ("rate",))
+    check_positive(Settings(n=np.int64(2), rate=np.float32(1e-3)), ("n",), ("rate",))
+    for bad in (0, -1, 2.0, True, "3"):
+        with pytest.raises(ValueError, match="n must be an integer >= 1"):
+            check_positive(Settings(n=bad), ("n",), ("rate",))
+    for bad in (0.0, -1e-3, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="rate must be finite and > 0"):
+            check_positive(Settings(rate=bad), ("n",), ("rate",))
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
+        config.TrainingConfig(setup="ellipses_small", steps=0)

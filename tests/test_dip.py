@@ -46,7 +46,7 @@ def test_the_iteration_count_comes_from_validation_data(case, tmp_path):
     loaded = dip.load_dip(setup, path)
     assert loaded.n_iter == curve["best"] and "chosen on 1 validation" in loaded.training
     assert json.loads(path.read_text())["setup"] == "ellipses_small"
-    with pytest.raises(ValueError, match="holds the settings of set-up"):
+    with pytest.raises(ValueError, match="deep-image-prior settings of set-up"):
         dip.load_dip("ellipses", path)
     with pytest.raises(FileNotFoundError, match="tune_dip.py --setup ellipses"):
         dip.load_dip("ellipses", tmp_path / "none.json")

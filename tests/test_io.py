@@ -1,11 +1,14 @@
-"""Tests for lpd._io: atomic writes that never clobber and never leave halves."""
+"""Tests for lpd.io: atomic writes that never clobber, the shipped data, its records."""
 
+import json
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lpd import io
 from lpd.io import atomic_write
 
 
@@ -49,3 +52,30 @@ def test_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_shipped_is_the_data_directory_beside_the_package():
+    import lpd
+
+    root = Path(lpd.__file__).resolve().parents[1] / "data"
+    assert io.shipped() == root
+    assert io.shipped("weights", "ellipses") == root / "weights" / "ellipses"
+
+
+def test_read_record_names_the_file_the_command_and_the_owner(tmp_path):
+    path = tmp_path / "record.json"
+    with pytest.raises(FileNotFoundError, match="no tuned things at .*record.json.*`make it`"):
+        io.read_record(path, what="tuned things", make="make it")
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not a JSON record of tuned things"):
+        io.read_record(path, what="tuned things", make="make it")
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="holds a list"):
+        io.read_record(path, what="tuned things", make="make it")
+    path.write_text(json.dumps({"setup": "a", "x": 1}))
+    assert io.read_record(path, what="tuned things", make="make it", setup="a")["x"] == 1
+    with pytest.raises(ValueError, match="tuned things of set-up 'a', not 'b'"):
+        io.read_record(path, what="tuned things", make="make it", setup="b")
+    # The set-up of a record of parameters is read from inside them.
+    path.write_text(json.dumps({"params": {"setup": "b"}}))
+    assert io.read_record(path, what="tuned things", make="make it", setup="b")

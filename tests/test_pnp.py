@@ -91,7 +91,7 @@ def test_reconstruction_and_the_tuned_scheme_on_disk(trained, tmp_path, rng):
                                 "search": {"n_images": 4}}))
     loaded = pnp.load_pnp(setup, path)
     np.testing.assert_allclose(loaded(y), out, atol=1e-5)
-    with pytest.raises(ValueError, match="is the scheme of set-up"):
+    with pytest.raises(ValueError, match="plug-and-play scheme of set-up"):
         pnp.load_pnp("ellipses", path)
     with pytest.raises(FileNotFoundError, match="train_pnp.py --setup ellipses"):
         pnp.load_pnp("ellipses", tmp_path / "nothing.json")

@@ -96,7 +96,7 @@ def test_training_improves_on_tv_and_the_saved_networks_reload(setup, tmp_path):
                    ) > 10
 
     other = dataclasses.replace(setup.config, name="another")
-    with pytest.raises(ValueError, match="holds networks of set-up"):
+    with pytest.raises(ValueError, match="splitting networks of set-up"):
         splitting.load_splitting(operators.get_setup(other), saved)
     with pytest.raises(FileNotFoundError, match="train_splitting.py --setup"):
         splitting.load_splitting(setup, tmp_path / "missing")

@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 
 from lpd import metrics
-from lpd.io import atomic_write
+from lpd.io import atomic_write, read_record, shipped
 from lpd.physics import operators
 from lpd.physics.projector import power_norm, projector
 
@@ -973,7 +973,7 @@ class ClassicalParams:
 
 def params_path(setup: str) -> Path:
     """``data/classical/<setup>.json`` beside the package, where tuned values ship."""
-    return Path(__file__).resolve().parents[2] / "data" / "classical" / f"{setup}.json"
+    return shipped("classical", f"{setup}.json")
 
 
 def load_params(setup: str, path: str | os.PathLike | None = None) -> ClassicalParams:
@@ -987,15 +987,9 @@ def load_params(setup: str, path: str | os.PathLike | None = None) -> ClassicalP
         If the file holds the values of another set-up.
     """
     path = Path(path) if path is not None else params_path(setup)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no tuned classical parameters for set-up {setup!r} at {path}; run "
-            f"`python tools/tune_classical.py --setup {setup}` to make them")
-    record = json.loads(path.read_text())
-    params = ClassicalParams(**record["params"])
-    if params.setup != setup:
-        raise ValueError(f"{path} holds parameters of set-up {params.setup!r}, not {setup!r}")
-    return params
+    record = read_record(path, what="tuned classical parameters", setup=setup,
+                         make=f"python tools/tune_classical.py --setup {setup}")
+    return ClassicalParams(**record["params"])
 
 
 def save_params(params: ClassicalParams, path: str | os.PathLike,

@@ -31,18 +31,15 @@ from typing import Any
 import numpy as np
 
 from lpd import metrics
-from lpd.io import atomic_write
+from lpd.io import atomic_write, read_record, shipped
 from lpd.methods import classical
 from lpd.physics import operators
 
 __all__ = ["DIPReconstructor", "iteration_curve", "load_dip", "dip_path"]
 
-_SHIPPED = Path(__file__).resolve().parents[2] / "data" / "weights"
-
-
 def dip_path(setup_name: str, root: str | Path | None = None) -> Path:
     """``data/weights/<set-up>/dip.json``: the iteration count chosen for a set-up."""
-    return Path(root if root is not None else _SHIPPED) / setup_name / "dip.json"
+    return Path(root if root is not None else shipped("weights")) / setup_name / "dip.json"
 
 
 class DIPReconstructor(classical.Reconstructor):
@@ -178,14 +175,8 @@ def load_dip(setup, path: str | Path | None = None, *,
     """
     setup = operators.as_setup(setup)
     path = Path(path) if path is not None else dip_path(setup.config.name)
-    if not path.is_file():
-        raise FileNotFoundError(f"no iteration count chosen for the deep image prior on "
-                                f"{setup.config.name!r} at {path}; choose it with "
-                                f"`python tools/tune_dip.py --setup {setup.config.name}`")
-    record = json.loads(path.read_text())
-    if record["setup"] != setup.config.name:
-        raise ValueError(f"{path} holds the settings of set-up {record['setup']!r}, not "
-                         f"{setup.config.name!r}")
+    record = read_record(path, what="deep-image-prior settings", setup=setup.config.name,
+                         make=f"python tools/tune_dip.py --setup {setup.config.name}")
     search = record["search"]
     training = (f"untrained; {record['params']['n_iter']} steps per image, chosen on "
                 f"{search['n_images']} validation images")

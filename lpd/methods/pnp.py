@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from lpd import metrics
-from lpd.io import atomic_write
+from lpd.config import check_positive
+from lpd.io import atomic_write, read_record, shipped
 from lpd.methods import classical, denoising
 from lpd.physics import operators
 from lpd.physics.projector import projector
@@ -46,17 +47,14 @@ from lpd.physics.projector import projector
 __all__ = ["DenoiserConfig", "train_denoiser", "save_denoiser", "load_denoiser",
            "PnPReconstructor", "load_pnp", "pnp_path", "denoiser_dir"]
 
-_SHIPPED = Path(__file__).resolve().parents[2] / "data" / "weights"
-
-
 def denoiser_dir(images: str, root: str | Path | None = None) -> Path:
     """``data/weights/denoisers/<images>``: the denoiser trained on that image family."""
-    return Path(root if root is not None else _SHIPPED) / "denoisers" / images
+    return Path(root if root is not None else shipped("weights")) / "denoisers" / images
 
 
 def pnp_path(setup_name: str, root: str | Path | None = None) -> Path:
     """``data/weights/<set-up>/pnp.json``: the tuned scheme of a set-up and its denoiser's name."""
-    return Path(root if root is not None else _SHIPPED) / setup_name / "pnp.json"
+    return Path(root if root is not None else shipped("weights")) / setup_name / "pnp.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,11 +94,8 @@ class DenoiserConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
-        if not (math.isfinite(self.max_level) and self.max_level > 0):
-            raise ValueError(f"max_level must be finite and > 0, got {self.max_level}")
-        for name in ("features", "depth", "patch", "batch_size", "steps", "phantoms_per_step"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_positive(self, ("features", "depth", "patch", "batch_size", "steps",
+                              "phantoms_per_step"), ("max_level",))
 
 
 def _phantoms(config: DenoiserConfig, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -178,10 +173,8 @@ def load_denoiser(directory: str | Path) -> tuple[Any, dict]:
         If none is there; the message gives the command that trains it.
     """
     directory = Path(directory)
-    if not (directory / "denoiser.json").is_file():
-        raise FileNotFoundError(f"no trained denoiser at {directory}; train it with "
-                                "`python tools/train_pnp.py --setup ellipses`")
-    manifest = json.loads((directory / "denoiser.json").read_text())
+    manifest = read_record(directory / "denoiser.json", what="trained denoiser",
+                           make="python tools/train_pnp.py --setup ellipses")
     config = DenoiserConfig(**manifest["record"]["config"])
     network = denoising.dncnn(config.features, config.depth)
     with np.load(directory / "denoiser.npz") as arrays:
@@ -284,14 +277,8 @@ def load_pnp(setup, path: str | Path | None = None, *,
     """
     setup = operators.as_setup(setup)
     path = Path(path) if path is not None else pnp_path(setup.config.name)
-    if not path.is_file():
-        raise FileNotFoundError(f"no tuned plug-and-play scheme for set-up "
-                                f"{setup.config.name!r} at {path}; make it with "
-                                f"`python tools/train_pnp.py --setup {setup.config.name}`")
-    record = json.loads(path.read_text())
-    if record["setup"] != setup.config.name:
-        raise ValueError(f"{path} is the scheme of set-up {record['setup']!r}, not "
-                         f"{setup.config.name!r}")
+    record = read_record(path, what="tuned plug-and-play scheme", setup=setup.config.name,
+                         make=f"python tools/train_pnp.py --setup {setup.config.name}")
     network, manifest = load_denoiser(path.parent.parent / "denoisers" / record["denoiser"])
     after = manifest["record"]["psnr_after"]
     training = (f"denoiser trained on {record['denoiser']} phantoms "

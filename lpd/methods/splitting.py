@@ -51,7 +51,8 @@ from typing import Any
 import numpy as np
 
 from lpd import metrics
-from lpd.io import atomic_write
+from lpd.config import check_positive
+from lpd.io import atomic_write, read_record, shipped
 from lpd.methods import classical, denoising
 from lpd.physics import operators
 
@@ -106,19 +107,10 @@ class SplittingConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
-        if self.outer_loops < 1:
-            raise ValueError(f"outer_loops must be >= 1, got {self.outer_loops}")
-        for name in ("rho", "tv_decay", "learning_rate"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be finite and > 0, got {value}")
-        if self.tv_weight is not None and not (math.isfinite(self.tv_weight)
-                                               and self.tv_weight > 0):
-            raise ValueError(f"tv_weight must be finite and > 0, got {self.tv_weight}")
-        for name in ("initial_iter", "z_iter", "patch", "batch_size", "first_patches",
-                     "later_patches"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_positive(self, ("outer_loops", "initial_iter", "z_iter", "patch", "batch_size",
+                              "first_patches", "later_patches"),
+                       ("rho", "tv_decay", "learning_rate")
+                       + (("tv_weight",) if self.tv_weight is not None else ()))
         if not self.filters or min(self.filters) < 1:
             raise ValueError(f"filters must be positive channel counts, got {self.filters}")
 
@@ -130,11 +122,9 @@ class SplittingConfig:
 def weights_dir(setup_name: str, root: str | Path | None = None) -> Path:
     """``data/weights/<set-up>/admm`` (or under ``root``): where the networks ship.
 
-    ``data/weights`` beside the package, as `lpd.training.default_weights_dir`
-    (which this layer does not import) and `lpd.methods.classical.params_path`.
+    ``data/weights`` beside the package (`lpd.io.shipped`) unless ``root`` is given.
     """
-    shipped = Path(__file__).resolve().parents[2] / "data" / "weights"
-    return Path(root if root is not None else shipped) / setup_name / "admm"
+    return Path(root if root is not None else shipped("weights")) / setup_name / "admm"
 
 
 class _Scheme:
@@ -335,15 +325,10 @@ def load_splitting(setup, directory: str | Path | None = None, *,
     """
     setup = operators.as_setup(setup)
     directory = Path(directory) if directory is not None else weights_dir(setup.config.name)
-    manifest_path = directory / "splitting.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"no trained splitting networks for set-up {setup.config.name!r} at {directory}; "
-            f"train them with `python tools/train_splitting.py --setup {setup.config.name}`")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest["setup"] != setup.config.name:
-        raise ValueError(f"{directory} holds networks of set-up {manifest['setup']!r}, "
-                         f"not {setup.config.name!r}")
+    manifest = read_record(
+        directory / "splitting.json", what="trained splitting networks",
+        setup=setup.config.name,
+        make=f"python tools/train_splitting.py --setup {setup.config.name}")
     config = SplittingConfig(**manifest["config"])
     with np.load(directory / "networks.npz") as arrays:
         networks = []

@@ -19,7 +19,7 @@ from lpd.config import (
     NetworkConfig,
     TrainingConfig,
 )
-from lpd.io import atomic_write
+from lpd.io import atomic_write, shipped
 from lpd.methods import networks
 from lpd.training.checkpoints import (
     WeightsError,
@@ -35,7 +35,7 @@ __all__ = ["default_weights_dir", "export_weights", "load_pretrained", "init_sou
 
 def default_weights_dir() -> Path:
     """The ``data/weights`` directory beside the package (where shipped weights live)."""
-    return Path(__file__).resolve().parents[2] / "data" / "weights"
+    return shipped("weights")
 
 
 def _sha256(path: Path) -> str:
