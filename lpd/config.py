@@ -44,6 +44,7 @@ __all__ = [
     "MRI_PATTERNS",
     "MRI_RATES",
     "MRI_NOISE",
+    "NOISE_TRAINING_LEVELS",
     "mri_setup_name",
     "ProblemConfig",
     "NetworkConfig",
@@ -314,6 +315,16 @@ SETUPS: dict[str, ProblemConfig] = {
         sampling=SamplingConfig("radial", 0.25),
     ),
 }
+
+#: The other training levels of the noise-robustness experiment (`lpd.evaluation.noise`),
+#: in percent: ``ellipses_noise<level>`` is ``ellipses`` with that relative noise, and the
+#: models retrained on it ship in ``data/weights/ellipses_noise<level>/<method>``.
+NOISE_TRAINING_LEVELS = (1, 20)
+for _level in NOISE_TRAINING_LEVELS:
+    SETUPS[f"ellipses_noise{_level}"] = dataclasses.replace(
+        SETUPS["ellipses"], name=f"ellipses_noise{_level}",
+        noise=NoiseConfig(kind="gaussian", relative_std=_level / 100))
+del _level
 
 #: The cells of the seed's Table 2 (Liu, Kuang & Zhang 2018): sampling patterns, rates
 #: ``1 / k`` and noise levels in percent of the image maximum.

@@ -42,3 +42,19 @@ def test_bad_arguments(tmp_path):
         noise.run("huge", tmp_path / "x")
     with pytest.raises(ValueError, match="unknown method"):
         noise.run("quick", tmp_path / "x", methods=["sart"])
+
+
+def test_training_levels_are_set_ups_and_their_weights_are_found(tmp_path):
+    from lpd.config import NOISE_TRAINING_LEVELS, SETUPS
+
+    for level in NOISE_TRAINING_LEVELS:
+        setup = SETUPS[f"ellipses_noise{level}"]
+        assert setup.noise.relative_std == pytest.approx(level / 100)
+        # Everything but the noise is the experiment's set-up.
+        assert setup.num_angles == SETUPS["ellipses"].num_angles
+        assert setup.shape == SETUPS["ellipses"].shape
+        (tmp_path / f"ellipses_noise{level}" / "unet").mkdir(parents=True)
+    (tmp_path / "ellipses_noiseless" / "unet").mkdir(parents=True)
+    found = noise._retrained("unet", tmp_path)
+    assert sorted(found) == [pytest.approx(v / 100) for v in sorted(NOISE_TRAINING_LEVELS)]
+    assert noise._retrained("lpd", tmp_path) == {}
