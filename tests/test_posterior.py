@@ -79,7 +79,7 @@ def test_the_chains_mean_is_the_exact_posterior_mean(small_problem):
         assert chain.accepted["birth"] > 10 and chain.accepted["death"] > 10
 
 
-def test_bad_inputs_are_named():
+def test_bad_inputs_are_named(small_problem):
     with pytest.raises(ValueError, match="does not map the grid"):
         P.EllipsePosterior(sp.eye(10), (4, 4), np.zeros(10), 0.05, P.EllipsePrior())
     with pytest.raises(ValueError, match="relative_std"):
@@ -89,3 +89,78 @@ def test_bad_inputs_are_named():
     with pytest.raises(TypeError, match="DiscretePrior"):
         P.exact_posterior_mean(P.EllipsePosterior(sp.eye(16), (4, 4), np.zeros(16), 0.05,
                                                   P.EllipsePrior()))
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="continuous EllipsePrior"):
+        P.ReversibleJump(small_problem, rng, guide=np.ones((5, 5)))
+    continuous = P.EllipsePosterior(sp.eye(16), (4, 4), np.zeros(16), 0.05, P.EllipsePrior())
+    with pytest.raises(ValueError, match="shape"):
+        P.ReversibleJump(continuous, rng, guide=np.ones((5, 5)))
+    with pytest.raises(ValueError, match="zero everywhere"):
+        P.ReversibleJump(continuous, rng, guide=np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="birth and death"):
+        P.ReversibleJump(continuous, rng, birth=0.6, death=0.6)
+    chain = P.ReversibleJump(continuous, rng)
+    with pytest.raises(ValueError, match="within the burn-in"):
+        chain.run(100, burn_in=10, anneal=20)
+    with pytest.raises(ValueError, match="burn_in"):
+        chain.run(100, burn_in=100)
+
+
+def test_annealed_chains_sampled_together_reach_the_exact_mean(small_problem):
+    exact = P.exact_posterior_mean(small_problem)
+    result = P.sample(small_problem, 2, 30_000, burn_in=3_000, anneal=2_000, seed=5)
+    assert result["mean"].shape == exact.shape == result["std"].shape
+    assert np.abs(result["mean"] - exact).max() < 0.03
+    diagnostics = result["diagnostics"]
+    assert diagnostics["log_likelihood"]["rhat"] < 1.05
+    assert 100 < diagnostics["log_likelihood"]["ess"] <= 2 * 27_000
+    assert diagnostics["pixels"]["max"] < 1.1
+    # The posterior standard deviation is that of the pooled chains' images.
+    assert np.all(result["std"] >= 0) and result["std"].max() > 0
+
+
+def test_guided_births_leave_the_target_unchanged():
+    # With a flat likelihood the target is the prior itself: a guide that puts
+    # every guided birth in one corner, positive, must not move the centres or
+    # the signs of the ellipses the chain holds.
+    shape = (8, 8)
+    post = P.EllipsePosterior(sp.eye(64), shape, np.zeros(64), 0.05,
+                              P.EllipsePrior(mean_count=3.0))
+    post.log_likelihood = lambda p: 0.0
+    guide = np.zeros(shape)
+    guide[:2, :2] = 1.0
+    chain = P.ReversibleJump(post, np.random.default_rng(0), guide=guide, prior_births=0.2,
+                             birth=0.4, death=0.4)
+    centres, signs, counts = [], [], []
+    for s in range(60_000):
+        chain.step()
+        if s > 2_000 and s % 20 == 0:
+            counts.append(chain.n)
+            for mark in chain.marks:
+                centres.append(mark[3:5])
+                signs.append(mark[0] > 0)
+    centres = np.array(centres)
+    corner = np.mean((centres[:, 0] < -0.5) & (centres[:, 1] < -0.5))
+    assert np.mean(counts) == pytest.approx(3.0, rel=0.1)
+    assert corner == pytest.approx(1 / 16, abs=0.03)  # not the guide's share of births
+    assert np.mean(signs) == pytest.approx(0.5, abs=0.06)
+    assert chain.accepted["birth"] > 1000
+
+
+def test_rhat_and_effective_sample_size_on_known_chains():
+    rng = np.random.default_rng(0)
+    iid = rng.standard_normal((4, 4000))
+    assert P.split_rhat(iid) == pytest.approx(1.0, abs=0.01)
+    assert P.effective_sample_size(iid) == pytest.approx(16_000, rel=0.15)
+    # AR(1) with coefficient phi: ESS = n (1 - phi) / (1 + phi).
+    phi, ar = 0.9, np.zeros((4, 20_000))
+    for t in range(1, ar.shape[1]):
+        ar[:, t] = phi * ar[:, t - 1] + rng.standard_normal(4)
+    assert P.effective_sample_size(ar) == pytest.approx(80_000 * (1 - phi) / (1 + phi),
+                                                        rel=0.25)
+    # Chains stuck in different places.
+    apart = iid + np.arange(4)[:, None]
+    assert P.split_rhat(apart) > 1.5
+    assert P.effective_sample_size(apart) < 100
+    with pytest.raises(ValueError, match="at least 4"):
+        P.split_rhat([np.zeros(3)])
