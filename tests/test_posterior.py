@@ -119,31 +119,36 @@ def test_annealed_chains_sampled_together_reach_the_exact_mean(small_problem):
     assert np.all(result["std"] >= 0) and result["std"].max() > 0
 
 
-def test_guided_births_leave_the_target_unchanged():
-    # With a flat likelihood the target is the prior itself: a guide that puts
-    # every guided birth in one corner, positive, must not move the centres or
-    # the signs of the ellipses the chain holds.
+@pytest.mark.parametrize("fitted", [True, False])
+def test_guided_births_and_fitted_values_leave_the_target_unchanged(fitted):
+    # With a flat likelihood the target is the prior itself. A guide that puts
+    # every guided birth in one corner, and values fitted to data that ask for
+    # large ones, must not move the centres, signs or sizes of the values of the
+    # ellipses the chain holds.
     shape = (8, 8)
-    post = P.EllipsePosterior(sp.eye(64), shape, np.zeros(64), 0.05,
-                              P.EllipsePrior(mean_count=3.0))
+    data = 0.3 + 0.1 * np.random.default_rng(1).random(64)
+    post = P.EllipsePosterior(sp.eye(64), shape, data, 0.5, P.EllipsePrior(mean_count=3.0))
     post.log_likelihood = lambda p: 0.0
     guide = np.zeros(shape)
     guide[:2, :2] = 1.0
     chain = P.ReversibleJump(post, np.random.default_rng(0), guide=guide, prior_births=0.2,
-                             birth=0.4, death=0.4)
-    centres, signs, counts = [], [], []
-    for s in range(60_000):
+                             birth=0.3, death=0.3, fitted=fitted)
+    assert chain.fitted == fitted
+    centres, values, counts = [], [], []
+    for s in range(80_000):
         chain.step()
         if s > 2_000 and s % 20 == 0:
             counts.append(chain.n)
             for mark in chain.marks:
                 centres.append(mark[3:5])
-                signs.append(mark[0] > 0)
-    centres = np.array(centres)
+                values.append(mark[0])
+    centres, values = np.array(centres), np.array(values)
     corner = np.mean((centres[:, 0] < -0.5) & (centres[:, 1] < -0.5))
     assert np.mean(counts) == pytest.approx(3.0, rel=0.1)
     assert corner == pytest.approx(1 / 16, abs=0.03)  # not the guide's share of births
-    assert np.mean(signs) == pytest.approx(0.5, abs=0.06)
+    # The prior's value (U - 1/2) E, E of mean 0.4: positive half the time, E|v| = 0.1.
+    assert np.mean(values > 0) == pytest.approx(0.5, abs=0.06)
+    assert np.mean(np.abs(values)) == pytest.approx(0.1, rel=0.15)
     assert chain.accepted["birth"] > 1000
 
 

@@ -92,14 +92,26 @@ class EllipsePrior:
                          rng.exponential(self.axis_scale), rng.exponential(self.axis_scale),
                          rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0, 2 * math.pi)])
 
-    def log_mark_density(self, mark: np.ndarray) -> float:
-        value, a, b, x0, y0, theta = mark
-        if a <= 0 or b <= 0 or abs(x0) > 1 or abs(y0) > 1 or value == 0:
+    def log_value_density(self, value: float) -> float:
+        """``log`` of the density of an ellipse's value, ``E1(2 |v| / s) / s``."""
+        if value == 0 or not math.isfinite(value):
             return -math.inf
         s = self.value_scale
-        log_value = math.log(special.exp1(2 * abs(value) / s) / s)
+        density = special.exp1(2 * abs(value) / s) / s
+        return math.log(density) if density > 0 else -math.inf
+
+    def log_shape_density(self, mark: np.ndarray) -> float:
+        """``log`` of the density of an ellipse's half-axes, centre and rotation."""
+        _, a, b, x0, y0, theta = mark
+        if a <= 0 or b <= 0 or abs(x0) > 1 or abs(y0) > 1:
+            return -math.inf
         log_axes = -2 * math.log(self.axis_scale) - (a + b) / self.axis_scale
-        return log_value + log_axes + math.log(0.25) - math.log(2 * math.pi)
+        return log_axes + math.log(0.25) - math.log(2 * math.pi)
+
+    def log_mark_density(self, mark: np.ndarray) -> float:
+        """``log`` of the density of one ellipse (value, half-axes, centre, rotation)."""
+        log_shape = self.log_shape_density(mark)
+        return log_shape + self.log_value_density(mark[0]) if log_shape > -math.inf else log_shape
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         return np.array([self.sample_mark(rng) for _ in range(rng.poisson(self.mean_count))]
@@ -198,7 +210,27 @@ class EllipsePosterior:
 
 
 class ReversibleJump:
-    """A reversible-jump chain on `EllipsePosterior`: births, deaths and one-parameter moves.
+    """A reversible-jump chain on `EllipsePosterior`: births, deaths and updates of ellipses.
+
+    Every proposal changes one ellipse and is accepted by its
+    Metropolis-Hastings-Green ratio, the proposal densities included, so the
+    chain's target is the posterior whatever the proposals are; they decide only
+    how fast it mixes.
+
+    - A *birth* draws the shape (half-axes, centre, rotation) of a new ellipse
+      from the prior, or its centre from a ``guide``; its value is drawn around
+      the least-squares fit of that shape to the current residual (``fitted``),
+      with the spread of the value's likelihood (``spread`` times
+      ``sigma / ||A 1_E||``, with ``sigma`` the noise level of the data). The
+      data then decide the value, so that a birth of the right shape is accepted.
+    - A *death* removes one ellipse picked at random (the reverse of a birth).
+    - An *update* picks one ellipse and one of its six marks: a random-walk step
+      of a shape mark with the value re-fitted to the new shape, or (the value
+      mark) a fresh fitted value for the same shape.
+
+    With ``fitted=False``, or for a `DiscretePrior`, births draw the whole mark
+    from the prior and updates are random-walk steps of one mark (an independent
+    draw from the prior for the discrete one).
 
     Parameters
     ----------
@@ -208,36 +240,42 @@ class ReversibleJump:
         The starting ellipses (none by default).
     steps : sequence of float
         Random-walk scales of (value, half-axis 1, half-axis 2, centre x, centre y,
-        rotation) for the continuous prior.
+        rotation); the value's is used only without ``fitted``.
     birth, death : float
         Probabilities of proposing a birth and a death; the rest are updates.
     guide : array of the image's shape, optional
-        An image computed from the data alone (an FBP, say). A birth then draws
+        An image computed from the data alone (an FBP, say): a birth then draws
         its centre, with probability ``1 - prior_births``, from the pixels in
-        proportion to ``|guide|`` and the sign of its value agreeing with the
-        guide's there with probability 0.8; the rest of the mark comes from the
-        prior. The proposal density enters the acceptance ratio, so the chain's
-        target is unchanged; births simply land where the data say there is
-        something, which is what lets a chain started empty find the ellipses.
+        proportion to ``|guide|``, so that births land where the data say there
+        is something.
     prior_births : float
-        The share of births drawn from the prior when a guide is given.
+        The share of births whose centre comes from the prior when a guide is given.
+    fitted : bool
+        Draw values around their least-squares fit (continuous prior only).
+    spread : float
+        Width of the fitted value proposals in units of the value's likelihood width.
     probes : int
         Number of fixed random linear functionals of the image traced at every
         kept sample (`run`), for the convergence diagnostics of the image.
     """
 
-    SIGN_AGREES = 0.8
-
     def __init__(self, posterior: EllipsePosterior, rng: np.random.Generator, marks=None, *,
                  steps=(0.02, 0.01, 0.01, 0.01, 0.01, 0.1), birth: float = 0.2,
                  death: float = 0.2, guide=None, prior_births: float = 0.5,
-                 probes: int = 4):
+                 fitted: bool = True, spread: float = 1.5, probes: int = 4):
         self.post = posterior
         self.rng = rng
         self.steps = np.asarray(steps, dtype=np.float64)
         self.p_birth, self.p_death = float(birth), float(death)
         if not (0 < self.p_birth and 0 < self.p_death and self.p_birth + self.p_death <= 1):
             raise ValueError(f"birth and death must be > 0 with a sum <= 1, got {birth}, {death}")
+        if not (math.isfinite(spread) and spread > 0):
+            raise ValueError(f"spread must be finite and > 0, got {spread}")
+        # The noise level of the data sets the width of the fitted values: a
+        # constant, so that a proposal and its reverse use the same one.
+        sigma = posterior.relative_std * float(np.mean(np.abs(posterior.data)))
+        self.fitted = bool(fitted) and not posterior.prior.discrete and sigma > 0
+        self.value_width = float(spread) * sigma
         self.beta = 1.0  # the power of the likelihood (< 1 while a run anneals)
         self._set_guide(guide, prior_births)
         n_pixels = posterior.shape[0] * posterior.shape[1]
@@ -246,13 +284,18 @@ class ReversibleJump:
         self.probe_values = np.zeros(int(probes))
         self.marks: list[np.ndarray] = []
         self.prints: list[np.ndarray] = []
-        self.x = np.zeros(posterior.shape[0] * posterior.shape[1])
+        self.units: list[np.ndarray] = []  # A applied to each ellipse's indicator
+        self.x = np.zeros(n_pixels)
         self.p = np.zeros(posterior.data.size)
         for mark in (marks if marks is not None else []):
-            self._add(np.asarray(mark, np.float64))
+            mark = np.asarray(mark, np.float64)
+            idx = footprint(mark, posterior.shape)
+            self._insert(mark, idx, posterior.projection(idx, 1.0))
         self.log_l = posterior.log_likelihood(self.p)
         self.accepted = {"birth": 0, "death": 0, "update": 0}
         self.proposed = {"birth": 0, "death": 0, "update": 0}
+
+    # -- the guide -------------------------------------------------------------
 
     def _set_guide(self, guide, prior_births: float) -> None:
         self.guide = None
@@ -269,9 +312,8 @@ class ReversibleJump:
         weights = np.abs(guide).ravel()
         if weights.sum() == 0:
             raise ValueError("guide is zero everywhere")
-        self.guide = guide.ravel()
-        self.guide_p = weights / weights.sum()
-        self.guide_cdf = np.cumsum(self.guide_p)
+        self.guide = weights / weights.sum()
+        self.guide_cdf = np.cumsum(self.guide)
         self.prior_births = float(prior_births)
 
     def _cell(self, mark: np.ndarray) -> int:
@@ -281,22 +323,19 @@ class ReversibleJump:
         j = min(int((mark[4] + 1) / 2 * ny), ny - 1)
         return i * ny + j
 
-    def _guided_ratio(self, mark: np.ndarray) -> float:
-        """Guided over prior density of a mark: centre (cell) and sign factors."""
-        k = self._cell(mark)
-        sign = np.sign(self.guide[k])
-        agree = (0.5 if sign == 0 else
-                 self.SIGN_AGREES if np.sign(mark[0]) == sign else 1 - self.SIGN_AGREES)
-        return self.guide_p[k] * self.guide.size * 2 * agree
+    def _log_shape_correction(self, mark: np.ndarray) -> float:
+        """``log(prior / proposal)`` density of a birth's shape (0 without a guide).
 
-    def _log_birth_correction(self, mark: np.ndarray) -> float:
-        """``log(prior density / birth proposal density)`` of a mark (0 without a guide)."""
+        The guided centre is uniform within a cell drawn with the guide's
+        probability, so its density over the prior's (uniform on the square) is
+        that probability times the number of cells.
+        """
         if self.guide is None:
             return 0.0
         q = self.prior_births
-        return -math.log(q + (1 - q) * self._guided_ratio(mark))
+        return -math.log(q + (1 - q) * self.guide[self._cell(mark)] * self.guide.size)
 
-    def _propose_birth(self) -> np.ndarray:
+    def _propose_shape(self) -> np.ndarray:
         mark = self.post.prior.sample_mark(self.rng)
         if self.guide is None or self.rng.random() < self.prior_births:
             return mark
@@ -306,23 +345,50 @@ class ReversibleJump:
         i, j = divmod(k, ny)
         mark[3] = -1 + 2 * (i + self.rng.random()) / nx
         mark[4] = -1 + 2 * (j + self.rng.random()) / ny
-        sign = np.sign(self.guide[k]) or 1.0
-        if self.rng.random() >= (self.SIGN_AGREES if self.guide[k] != 0 else 0.5):
-            sign = -sign
-        mark[0] = sign * abs(mark[0])
         return mark
+
+    # -- fitted values -----------------------------------------------------------
+
+    def _value_law(self, unit: np.ndarray, base: np.ndarray) -> tuple[float, float] | None:
+        """Mean and width of the fitted value of a shape with projection ``unit`` on ``base``.
+
+        ``None`` where values come from the prior instead (no fit, or a shape
+        that covers no pixel centre and so leaves the data unchanged).
+        """
+        if not self.fitted:
+            return None
+        norm2 = float(np.dot(unit, unit))
+        if norm2 == 0:
+            return None
+        mean = float(np.dot(unit, self.post.data - base)) / norm2
+        return mean, self.value_width / math.sqrt(norm2)
+
+    def _draw_value(self, law) -> float:
+        if law is None:
+            return float(self.post.prior.sample_mark(self.rng)[0])
+        return law[0] + law[1] * float(self.rng.standard_normal())
+
+    def _log_value_correction(self, value: float, law) -> float:
+        """``log(prior / proposal)`` density of a value drawn by `_draw_value` from ``law``."""
+        if law is None:
+            return 0.0
+        mean, width = law
+        log_q = -0.5 * ((value - mean) / width) ** 2 - math.log(width * math.sqrt(2 * math.pi))
+        return self.post.prior.log_value_density(value) - log_q
+
+    # -- the state ---------------------------------------------------------------
 
     def _change(self, idx: np.ndarray, value: float) -> None:
         """Add ``value`` on the pixels ``idx`` to the image and its probes."""
         self.x[idx] += value
         self.probe_values += value * self.probes[:, idx].sum(axis=1)
 
-    def _add(self, mark: np.ndarray) -> None:
-        idx = footprint(mark, self.post.shape)
+    def _insert(self, mark: np.ndarray, idx: np.ndarray, unit: np.ndarray) -> None:
         self.marks.append(mark)
         self.prints.append(idx)
+        self.units.append(unit)
         self._change(idx, mark[0])
-        self.p += self.post.projection(idx, mark[0])
+        self.p = self.p + mark[0] * unit
 
     @property
     def n(self) -> int:
@@ -331,72 +397,108 @@ class ReversibleJump:
     def _accept(self, log_ratio: float) -> bool:
         return log_ratio >= 0 or self.rng.random() < math.exp(log_ratio)
 
+    # -- the moves ---------------------------------------------------------------
+
     def step(self) -> None:
         """One proposal: a birth, a death or an update, accepted or not."""
         u = self.rng.random()
-        prior = self.post.prior
-        lam = prior.mean_count
         if u < self.p_birth:
-            self.proposed["birth"] += 1
-            if self.n >= prior.max_count:
-                return
-            mark = self._propose_birth()
-            idx = footprint(mark, self.post.shape)
-            p_new = self.p + self.post.projection(idx, mark[0])
-            log_l = self.post.log_likelihood(p_new)
-            log_ratio = (self.beta * (log_l - self.log_l) + math.log(lam / (self.n + 1))
-                         + math.log(self.p_death / self.p_birth)
-                         + self._log_birth_correction(mark))
-            if self._accept(log_ratio):
-                self.marks.append(mark)
-                self.prints.append(idx)
-                self._change(idx, mark[0])
-                self.p, self.log_l = p_new, log_l
-                self.accepted["birth"] += 1
+            self._birth()
         elif u < self.p_birth + self.p_death:
-            self.proposed["death"] += 1
-            if self.n == 0:
-                return
-            k = int(self.rng.integers(self.n))
-            mark, idx = self.marks[k], self.prints[k]
-            p_new = self.p - self.post.projection(idx, mark[0])
-            log_l = self.post.log_likelihood(p_new)
-            log_ratio = (self.beta * (log_l - self.log_l) + math.log(self.n / lam)
-                         + math.log(self.p_birth / self.p_death)
-                         - self._log_birth_correction(mark))
-            if self._accept(log_ratio):
-                self._change(idx, -mark[0])
-                del self.marks[k], self.prints[k]
-                self.p, self.log_l = p_new, log_l
-                self.accepted["death"] += 1
+            self._death()
         else:
-            self.proposed["update"] += 1
-            if self.n == 0:
-                return
-            k = int(self.rng.integers(self.n))
-            old, old_idx = self.marks[k], self.prints[k]
-            if prior.discrete:  # an independent draw from the prior (its ratio cancels)
-                new = prior.sample_mark(self.rng)
-                log_prior = 0.0
-            else:
-                new = old.copy()
-                j = int(self.rng.integers(6))
+            self._update()
+
+    def _birth(self) -> None:
+        self.proposed["birth"] += 1
+        prior = self.post.prior
+        if self.n >= prior.max_count:
+            return
+        if prior.discrete:
+            mark, correction = prior.sample_mark(self.rng), 0.0
+            idx = footprint(mark, self.post.shape)
+            unit = self.post.projection(idx, 1.0)
+        else:
+            mark = self._propose_shape()
+            idx = footprint(mark, self.post.shape)
+            unit = self.post.projection(idx, 1.0)
+            law = self._value_law(unit, self.p) if self.fitted else None
+            if law is not None:
+                mark[0] = self._draw_value(law)
+            correction = (self._log_shape_correction(mark)
+                          + self._log_value_correction(mark[0], law))
+        p_new = self.p + mark[0] * unit
+        log_l = self.post.log_likelihood(p_new)
+        log_ratio = (self.beta * (log_l - self.log_l) + math.log(prior.mean_count / (self.n + 1))
+                     + math.log(self.p_death / self.p_birth) + correction)
+        if self._accept(log_ratio):
+            self._insert(mark, idx, unit)
+            self.p, self.log_l = p_new, log_l
+            self.accepted["birth"] += 1
+
+    def _death(self) -> None:
+        self.proposed["death"] += 1
+        if self.n == 0:
+            return
+        k = int(self.rng.integers(self.n))
+        mark, idx, unit = self.marks[k], self.prints[k], self.units[k]
+        p_new = self.p - mark[0] * unit
+        correction = 0.0
+        if not self.post.prior.discrete:  # the reverse birth, from the state without it
+            law = self._value_law(unit, p_new) if self.fitted else None
+            correction = (self._log_shape_correction(mark)
+                          + self._log_value_correction(mark[0], law))
+        log_l = self.post.log_likelihood(p_new)
+        log_ratio = (self.beta * (log_l - self.log_l)
+                     + math.log(self.n / self.post.prior.mean_count)
+                     + math.log(self.p_birth / self.p_death) - correction)
+        if self._accept(log_ratio):
+            self._change(idx, -mark[0])
+            del self.marks[k], self.prints[k], self.units[k]
+            self.p, self.log_l = p_new, log_l
+            self.accepted["death"] += 1
+
+    def _update(self) -> None:
+        self.proposed["update"] += 1
+        if self.n == 0:
+            return
+        prior = self.post.prior
+        k = int(self.rng.integers(self.n))
+        old, old_idx, old_unit = self.marks[k], self.prints[k], self.units[k]
+        j = int(self.rng.integers(6))
+        if prior.discrete:  # an independent draw from the prior (its ratio cancels)
+            new, log_ratio = prior.sample_mark(self.rng), 0.0
+        else:
+            new = old.copy()
+            if j > 0 or not self.fitted:
                 new[j] += self.steps[j] * self.rng.standard_normal()
                 if j == 5:
                     new[5] %= 2 * math.pi
-                log_prior = prior.log_mark_density(new) - prior.log_mark_density(old)
-                if not math.isfinite(log_prior):
-                    return
-            idx = footprint(new, self.post.shape)
-            p_new = (self.p - self.post.projection(old_idx, old[0])
-                     + self.post.projection(idx, new[0]))
-            log_l = self.post.log_likelihood(p_new)
-            if self._accept(self.beta * (log_l - self.log_l) + log_prior):
-                self._change(old_idx, -old[0])
-                self._change(idx, new[0])
-                self.marks[k], self.prints[k] = new, idx
-                self.p, self.log_l = p_new, log_l
-                self.accepted["update"] += 1
+            log_ratio = prior.log_shape_density(new) - prior.log_shape_density(old)
+            if not math.isfinite(log_ratio):
+                return
+        idx = old_idx if np.array_equal(new[1:], old[1:]) else footprint(new, self.post.shape)
+        unit = old_unit if idx is old_idx else self.post.projection(idx, 1.0)
+        if self.fitted:
+            # Re-fit the value to the new shape on the image without this ellipse;
+            # the reverse move re-fits the old value to the old shape there.
+            rest = self.p - old[0] * old_unit
+            law_new, law_old = self._value_law(unit, rest), self._value_law(old_unit, rest)
+            new[0] = self._draw_value(law_new)
+            log_ratio += (self._log_value_correction(new[0], law_new)
+                          - self._log_value_correction(old[0], law_old))
+        elif not prior.discrete:
+            log_ratio += prior.log_value_density(new[0]) - prior.log_value_density(old[0])
+        if not math.isfinite(log_ratio):
+            return
+        p_new = self.p - old[0] * old_unit + new[0] * unit
+        log_l = self.post.log_likelihood(p_new)
+        if self._accept(self.beta * (log_l - self.log_l) + log_ratio):
+            self._change(old_idx, -old[0])
+            self._change(idx, new[0])
+            self.marks[k], self.prints[k], self.units[k] = new, idx, unit
+            self.p, self.log_l = p_new, log_l
+            self.accepted["update"] += 1
 
     def run(self, n_steps: int, burn_in: int = 0, thin: int = 1, *, anneal: int = 0,
             beta_start: float = 1e-3) -> dict:
