@@ -169,3 +169,25 @@ def test_rhat_and_effective_sample_size_on_known_chains():
     assert P.effective_sample_size(apart) < 100
     with pytest.raises(ValueError, match="at least 4"):
         P.split_rhat([np.zeros(3)])
+
+
+def test_the_greedy_start_finds_two_ellipses_from_the_data_alone():
+    shape = (24, 24)
+    rng = np.random.default_rng(0)
+    matrix = sp.csr_matrix(rng.standard_normal((300, 576)) / 24)
+    marks = np.array([[0.8, 0.35, 0.25, -0.4, 0.3, 0.5], [-0.5, 0.3, 0.4, 0.4, -0.3, 2.0]])
+    probe = P.EllipsePosterior(matrix, shape, np.zeros(300), 0.02, P.EllipsePrior())
+    truth = probe.image(marks)
+    p = matrix @ truth.ravel()
+    y = p + 0.02 * np.mean(np.abs(p)) * rng.standard_normal(300)
+    post = P.EllipsePosterior(matrix, shape, y, 0.02, P.EllipsePrior(mean_count=2.0))
+    found = P.greedy_start(post, np.random.default_rng(1), candidates=100, refine=300)
+    image = post.image(found)
+    assert 1 <= len(found) <= 6
+    assert np.linalg.norm(image - truth) < 0.25 * np.linalg.norm(truth)
+    # Nearly as likely as the truth, far more than nothing.
+    truth_l = post.log_likelihood(p)
+    assert post.log_likelihood(matrix @ image.ravel()) > truth_l - 0.1 * abs(truth_l)
+    with pytest.raises(ValueError, match="continuous EllipsePrior"):
+        P.greedy_start(P.EllipsePosterior(sp.eye(4), (2, 2), np.ones(4), 0.1,
+                                          P.DiscretePrior(np.zeros((1, 6)))), rng)

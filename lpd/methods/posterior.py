@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from scipy import special
 
 __all__ = ["EllipsePrior", "DiscretePrior", "EllipsePosterior", "ReversibleJump",
-           "exact_posterior_mean", "footprint", "sample", "split_rhat",
+           "exact_posterior_mean", "footprint", "greedy_start", "sample", "split_rhat",
            "effective_sample_size"]
 
 
@@ -555,6 +555,122 @@ class ReversibleJump:
         return {"mean": mean.reshape(shape), "var": var.reshape(shape), "n_kept": kept,
                 "halves": halves, "counts": np.array(counts),
                 "log_likelihood": np.array(log_ls), "probes": np.array(probes)}
+
+
+def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
+                 candidates: int = 100, refine: int = 100, max_count: int = 200,
+                 patience: int = 3, penalty: float | None = None, log=None) -> np.ndarray:
+    """Ellipses that explain the data, found greedily: a start for the chains, from the data alone.
+
+    A chain started empty fills the image with many small ellipses that it then
+    cannot remove, far below the posterior's mode. This search adds instead, one
+    at a time, the best of ``candidates`` shapes (from the prior, the centre
+    drawn where the back-projected residual ``A^T (y - A x)`` is large), each with
+    its least-squares value, as long as the best raises the log posterior; after
+    each addition ``refine`` random-walk steps of the ellipses' shapes (values
+    re-fitted) are kept where they raise it, half of them on the new ellipse.
+    Since the best of many candidates fits some noise, an ellipse is added only
+    if it raises the log posterior by more than ``penalty`` (by default the
+    Bayesian information criterion's price of its six parameters,
+    ``3 log m`` for ``m`` data), and any ellipse whose removal costs less than
+    that is removed. It stops after ``patience`` rounds in a row without an
+    addition. It is an optimiser, not a sampler:
+    the chains started from its output (with different seeds) do the sampling.
+
+    Returns the marks, shape ``(n, 6)``.
+    """
+    if posterior.prior.discrete:
+        raise ValueError("greedy_start needs the continuous EllipsePrior")
+    prior = posterior.prior
+    chain = ReversibleJump(posterior, rng, fitted=True, probes=0)
+    y = posterior.data
+    columns_t = posterior.columns.T.tocsr()
+    steps = chain.steps
+    penalty = 3 * math.log(y.size) if penalty is None else float(penalty)
+
+    def log_post(p, marks_log_density, n):
+        return (posterior.log_likelihood(p) + n * math.log(prior.mean_count)
+                - math.lgamma(n + 1) + marks_log_density)
+
+    densities: list[float] = []
+    current = log_post(chain.p, 0.0, 0) if np.any(chain.p) else -math.inf
+    failures = 0
+    while chain.n < int(max_count):
+        residual = y - chain.p
+        weights = np.asarray(columns_t @ residual) ** 2
+        if not np.any(weights > 0):
+            break
+        cdf = np.cumsum(weights)
+        best = None
+        for _ in range(int(candidates)):
+            mark = prior.sample_mark(rng)
+            k = min(int(np.searchsorted(cdf, rng.random() * cdf[-1])), cdf.size - 1)
+            i, j = divmod(k, posterior.shape[1])
+            nx, ny = posterior.shape
+            mark[3] = -1 + 2 * (i + rng.random()) / nx
+            mark[4] = -1 + 2 * (j + rng.random()) / ny
+            idx = footprint(mark, posterior.shape)
+            if idx.size == 0:
+                continue
+            unit = posterior.projection(idx, 1.0)
+            norm2 = float(unit @ unit)
+            if norm2 == 0:
+                continue
+            mark[0] = float(unit @ residual) / norm2
+            density = prior.log_mark_density(mark)
+            trial = log_post(chain.p + mark[0] * unit, sum(densities) + density, chain.n + 1)
+            if best is None or trial > best[0]:
+                best = (trial, mark, idx, unit, density)
+        if best is None or not best[0] > current + penalty:
+            failures += 1
+            if failures >= patience:
+                break
+            continue
+        failures = 0
+        current, mark, idx, unit, density = best
+        chain._insert(mark, idx, unit)
+        densities.append(density)
+        # Hill-climb the shapes, each value re-fitted to its new shape.
+        for r in range(int(refine)):
+            # Half the steps shape the new ellipse, the rest any of them.
+            k = chain.n - 1 if r % 2 == 0 else int(rng.integers(chain.n))
+            old, old_unit = chain.marks[k], chain.units[k]
+            new = old.copy()
+            j = int(rng.integers(1, 6))
+            # Steps of every scale from the chain's to thirty times it: a
+            # candidate's shape may be far from the one that the data want.
+            new[j] += steps[j] * 10 ** rng.uniform(0, 1.5) * rng.standard_normal()
+            if j == 5:
+                new[5] %= 2 * math.pi
+            if prior.log_shape_density(new) == -math.inf:
+                continue
+            new_idx = footprint(new, posterior.shape)
+            new_unit = posterior.projection(new_idx, 1.0)
+            norm2 = float(new_unit @ new_unit)
+            if norm2 == 0:
+                continue
+            rest = chain.p - old[0] * old_unit
+            new[0] = float(new_unit @ (y - rest)) / norm2
+            new_density = prior.log_mark_density(new)
+            p_new = rest + new[0] * new_unit
+            trial = log_post(p_new, sum(densities) - densities[k] + new_density, chain.n)
+            if trial > current:
+                chain._change(chain.prints[k], -old[0])
+                chain._change(new_idx, new[0])
+                chain.marks[k], chain.prints[k], chain.units[k] = new, new_idx, new_unit
+                chain.p, densities[k], current = p_new, new_density, trial
+        # Drop the ellipses that the later ones made redundant.
+        for k in range(chain.n - 1, -1, -1):
+            p_new = chain.p - chain.marks[k][0] * chain.units[k]
+            trial = log_post(p_new, sum(densities) - densities[k], chain.n - 1)
+            if trial > current - penalty:
+                chain._change(chain.prints[k], -chain.marks[k][0])
+                del chain.marks[k], chain.prints[k], chain.units[k], densities[k]
+                chain.p, current = p_new, trial
+    if log is not None:
+        log(f"    greedy start: {chain.n} ellipses, log-likelihood "
+            f"{posterior.log_likelihood(chain.p):.1f}")
+    return np.array(chain.marks).reshape(-1, 6)
 
 
 def split_rhat(traces: Sequence[np.ndarray]) -> float:
