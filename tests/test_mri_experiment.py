@@ -57,7 +57,8 @@ def test_the_command_refuses_what_mri_does_not_take(tmp_path, capsys):
 def test_a_cell_without_networks_is_reported_not_trained(one_cell, tmp_path, monkeypatch):
     from lpd.methods import splitting
 
-    monkeypatch.setattr(splitting, "weights_dir", lambda name, root=None: tmp_path / "none")
+    monkeypatch.setattr(splitting, "weights_dir",
+                        lambda name, root=None, network="scae": tmp_path / "none")
     monkeypatch.setitem(mri.MRI.presets[one_cell], "methods", ("zf", "admm"))
     lines = []
     rows = mri.run(one_cell, tmp_path / "out", log=lines.append)

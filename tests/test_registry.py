@@ -21,7 +21,7 @@ def test_the_lists_of_methods_come_from_the_registry():
     assert config.METHODS == registry.learned_keys() == ("unet", "lgd", "lp", "lpd", "automap")
     assert tuple(reproduce.METHOD_NAMES) == tuple(registry.METHODS)
     assert reproduce.CLASSICAL == ("fbp", "zf", "tv", "tikhonov", "pinv", "lmmse", "pnp",
-                                   "dip", "admm")
+                                   "dip", "admm", "admm_gan")
     assert set(reproduce.LEARNED) == set(config.METHODS)
     for method in registry.METHODS.values():
         assert method.family in registry.FAMILIES
@@ -35,8 +35,8 @@ def test_every_classical_builder_is_a_reconstructor():
         if key == "lmmse":  # a function: it estimates the moments first
             assert build is lmmse.linear_mmse and issubclass(lmmse.LinearMMSE,
                                                              classical.Reconstructor)
-        elif key == "admm":  # a function: it loads the trained networks first
-            assert build is splitting.load_splitting and issubclass(
+        elif key in ("admm", "admm_gan"):  # functions: they load the trained networks first
+            assert build in (splitting.load_splitting, splitting.load_splitting_gan) and issubclass(
                 splitting.SplittingReconstructor, classical.Reconstructor)
         elif key == "dip":  # a function: it reads the chosen number of steps
             assert build is dip.load_dip and issubclass(dip.DIPReconstructor,

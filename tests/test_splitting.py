@@ -102,10 +102,48 @@ def test_training_improves_on_tv_and_the_saved_networks_reload(setup, tmp_path):
         splitting.load_splitting(setup, tmp_path / "missing")
 
 
+def test_the_gan_variant_trains_its_generator_against_the_discriminator(setup, tmp_path):
+    from lpd.methods import denoising
+
+    critic = denoising.discriminator()
+    # Eight layers: seven convolutions of the seed's widths and strides, one dense unit.
+    convs = [layer for layer in critic.layers if "conv" in layer.name]
+    assert [c.filters for c in convs] == [8, 64, 64, 64, 64, 64, 64]
+    assert [c.strides[0] for c in convs] == [2, 2, 2, 2, 2, 1, 1]
+    assert critic(np.zeros((3, 48, 40, 1), np.float32)).shape == (3, 1)
+    with pytest.raises(ValueError, match="one entry per layer"):
+        denoising.discriminator(filters=(8, 8), kernels=(3,), strides=(1, 1))
+
+    config = splitting.SplittingConfig(outer_loops=1, tv_weight=0.005, initial_iter=100,
+                                       z_iter=30, filters=(8, 8), patch=24, first_patches=320,
+                                       later_patches=160, batch_size=16, network="gan",
+                                       adversarial_weight=1e-2)
+    method, record = splitting.train_splitting(setup, _images(12, 0), _images(4, 1), config,
+                                               log=lambda line: None)
+    assert (method.key, method.name) == ("admm_gan", "ADMM + GAN")
+    assert record["loops"][-1]["validation_psnr"] > record["loops"][0]["validation_psnr"]
+    saved = splitting.save_splitting(method, record, tmp_path / "admm_gan")
+    loaded = splitting.load_splitting_gan(setup, saved)
+    data = pipelines.simulate(setup, _images(1, 2), np.random.default_rng(3))
+    np.testing.assert_allclose(loaded(data[0]), method(data[0]), atol=1e-6)
+    # The plain scheme does not read the GAN's networks, nor the other way round.
+    with pytest.raises(ValueError, match="holds the gan networks"):
+        splitting.load_splitting(setup, saved)
+    with pytest.raises(FileNotFoundError, match="--network gan"):
+        splitting.load_splitting_gan(setup, tmp_path / "missing")
+    assert splitting.weights_dir("x", tmp_path, "gan") == tmp_path / "x" / "admm_gan"
+    with pytest.raises(ValueError, match="network must be one of"):
+        splitting.SplittingConfig(network="unet")
+    with pytest.raises(ValueError, match="adversarial_weight"):
+        splitting.SplittingConfig(adversarial_weight=-1.0)
+
+
 def test_the_method_is_in_the_registry():
     method = registry.get("admm")
     assert method.family == "plug-and-play" and method.trained and not method.learned
     assert method.load() is splitting.load_splitting
+    gan = registry.get("admm_gan")
+    assert gan.trained and gan.load() is splitting.load_splitting_gan
 
 
 def test_the_seed_table_and_the_grid():

@@ -2,11 +2,13 @@
 
     python tools/train_splitting.py --setup brain_mri_radial4_noise10
     python tools/train_splitting.py --cells default     # the six cells of `lpd reproduce mri`
+    python tools/train_splitting.py --setup brain_mri_radial4_noise10 --network gan
 
 Training images: the training slices of the brain MRI (`lpd.data.brain_mri`),
 validation on its validation slices; the TV weight of the first loop is the
 set-up's tuned one (``data/classical/<set-up>.json``, from
-``tools/tune_classical.py``). Writes ``data/weights/<set-up>/admm/`` (``--root``
+``tools/tune_classical.py``). Writes ``data/weights/<set-up>/admm/`` (``admm_gan/``
+with ``--network gan``, the GAN variant; ``--root``
 for another directory; never replaced without ``--overwrite``; a cell whose
 networks exist is skipped). Progress goes to stdout.
 """
@@ -34,6 +36,8 @@ def main(argv=None):
     p.add_argument("--root", help="weights directory (default: data/weights)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--network", choices=sorted(splitting.NETWORKS), default="scae",
+                   help="the SCAE on the squared error, or trained as a GAN's generator")
     p.add_argument("--first-patches", type=int, default=splitting.SplittingConfig.first_patches)
     p.add_argument("--later-patches", type=int, default=splitting.SplittingConfig.later_patches)
     p.add_argument("--patch", type=int, default=splitting.SplittingConfig.patch)
@@ -45,11 +49,12 @@ def main(argv=None):
         setup = operators.get_setup(name)
         if setup.config.modality != "mri":
             sys.exit(f"{name} is not an MRI set-up")
-        out = splitting.weights_dir(name, args.root)
+        out = splitting.weights_dir(name, args.root, args.network)
         if (out / "splitting.json").exists() and not args.overwrite:
             print(f"{name}: networks exist at {out}; skipped (--overwrite to retrain)")
             continue
         config = dataclasses.replace(splitting.SplittingConfig(), seed=args.seed,
+                                     network=args.network,
                                      first_patches=args.first_patches,
                                      later_patches=args.later_patches, patch=args.patch)
         train = brain_mri.brain_mri_slices(setup, "train").images()

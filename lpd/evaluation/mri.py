@@ -6,7 +6,8 @@ a rate ``1 / k`` and a noise level, each its own set-up of `lpd.config.SETUPS`,
 slices of the brain MRI (`lpd.data.brain_mri`) and reconstructs them with
 every method: zero filling, TV (tuned per cell on the validation slices,
 ``data/classical/<set-up>.json``) and the splitting scheme with its shipped
-networks (``data/weights/<set-up>/admm``). It writes into the output directory
+networks (``data/weights/<set-up>/admm``), and its GAN variant
+(``data/weights/<set-up>/admm_gan``). It writes into the output directory
 
 - ``results.csv``: one row per cell and method (the columns of
   `lpd.evaluation.scoring.COLUMNS` after ``setup``, ``pattern``, ``rate`` and
@@ -111,7 +112,7 @@ SEED_TABLE = _parse_table(_TABLE2)
 """The seed's Table 2 by cell: ``{column: (PSNR, SSIM)}`` for ZF, TV, ADMM-net, SCAE, SNLAE, GAN."""
 
 # The seed's column each method of lpd stands beside.
-SEED_COLUMN = {"zf": "zf", "tv": "tv", "admm": "scae", "lpd": "admm_net"}
+SEED_COLUMN = {"zf": "zf", "tv": "tv", "admm": "scae", "admm_gan": "gan", "lpd": "admm_net"}
 
 _SOURCE = ("Liu, Kuang & Zhang, MICCAI 2018, Table 2 (21 ADNI slices of 192 x 160; ours are 21 "
            "Colin27 slices, one averaged subject: compare orders and gaps, not values)")
@@ -128,7 +129,7 @@ class MRIExperiment:
 
 _DEFAULT_CELLS = tuple(Cell(p, 4, n) for p in MRI_PATTERNS for n in MRI_NOISE)
 _FULL_CELLS = tuple(Cell(p, r, n) for p in MRI_PATTERNS for n in MRI_NOISE for r in MRI_RATES)
-_METHODS = ("zf", "tv", "admm")
+_METHODS = ("zf", "tv", "admm", "admm_gan")
 
 MRI = MRIExperiment(
     name="mri",
@@ -277,7 +278,7 @@ def _markdown(rows: list[dict], meta: dict, keys: Sequence[str]) -> str:
     lines = [f"# {MRI.title}", "",
              f"Preset `{meta['preset']}`; {meta['test']}; PSNR (dB) / SSIM at data range 1, "
              "mean over the slices. In parentheses the seed's figure for the same cell "
-             f"(Zero filling: ZF; TV: TV; ADMM + SCAE: SCAE). {_SOURCE}.", ""]
+             f"(Zero filling: ZF; TV: TV; ADMM + SCAE: SCAE; ADMM + GAN: GAN). {_SOURCE}.", ""]
     header = ["pattern", "noise", "rate", *(names[k] for k in keys)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for methods in by_cell.values():
@@ -296,7 +297,8 @@ def _markdown(rows: list[dict], meta: dict, keys: Sequence[str]) -> str:
                                          first["rate"], *cells_text]) + " |")
     if meta["not_trained"]:
         lines += ["", "\"not trained\": no shipped networks for that cell yet; "
-                  "`python tools/train_splitting.py --setup <set-up>` trains them."]
+                  "`python tools/train_splitting.py --setup <set-up>` trains them (with "
+                  "`--network gan` those of ADMM + GAN)."]
     lines += ["", f"Written by `{meta['command']}` in {meta['wall_seconds']:.0f} s.", ""]
     return "\n".join(lines)
 

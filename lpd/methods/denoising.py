@@ -11,7 +11,11 @@ image size:
   that one network denoises at every level (`lpd.methods.pnp`).
 
 `fit` trains either on batches that a function draws (random patches), with
-Adam and the mean squared error, and reports progress.
+Adam and the mean squared error, and reports progress. `fit_adversarial` trains
+a denoiser as the generator of a GAN against `discriminator`, the seed's
+eight-layer strided network, the denoiser's loss being the mean squared error
+plus a small adversarial term (as SRGAN does: the adversarial loss alone would
+not tie the output to its target).
 
 References
 ----------
@@ -20,6 +24,9 @@ Zhang K, Zuo W, Chen Y, Meng D, Zhang L. Beyond a Gaussian denoiser: residual
 learning of deep CNN for image denoising. IEEE TIP 26(7), 2017 (DnCNN).
 Zhang K, Zuo W, Zhang L. FFDNet: toward a fast and flexible solution for
 CNN-based image denoising. IEEE TIP 27(9), 2018 (the noise-level map).
+Goodfellow I et al. Generative adversarial nets. NeurIPS 2014.
+Ledig C et al. Photo-realistic single image super-resolution using a generative
+adversarial network. CVPR 2017 (content plus adversarial loss).
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["scae", "dncnn", "fit", "apply", "random_patches"]
+__all__ = ["scae", "dncnn", "discriminator", "fit", "fit_adversarial", "apply",
+           "random_patches"]
 
 
 def scae(filters=(32, 64, 128, 64, 32), seed: int = 0):
@@ -68,6 +76,28 @@ def dncnn(features: int = 32, depth: int = 8, seed: int = 0):
     image = keras.layers.Lambda(lambda t: t[..., :1])(x)
     out = keras.layers.Add()([image, keras.layers.Conv2D(1, 3, padding="same")(h)])
     return keras.Model(x, out, name="dncnn")
+
+
+def discriminator(filters=(8, 64, 64, 64, 64, 64, 64), kernels=(3, 3, 3, 3, 3, 1, 1),
+                  strides=(2, 2, 2, 2, 2, 1, 1), seed: int = 0):
+    """The GAN's discriminator of Liu, Kuang & Zhang (2018, Table 1): a logit per image.
+
+    Seven convolutions with the seed's filters, sizes and strides (leaky ReLU),
+    then a global average and one dense unit: eight layers. Takes images
+    ``(batch, H, W, 1)`` of any size; returns ``(batch, 1)`` logits of "real".
+    """
+    import keras
+
+    if not (len(filters) == len(kernels) == len(strides)) or not filters:
+        raise ValueError("filters, kernels and strides need one entry per layer each")
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((None, None, 1))
+    h = x
+    for f, k, s in zip(filters, kernels, strides, strict=True):
+        h = keras.layers.Conv2D(int(f), int(k), strides=int(s), padding="same")(h)
+        h = keras.layers.LeakyReLU(0.2)(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(x, keras.layers.Dense(1)(h), name="discriminator")
 
 
 def apply(network, images: np.ndarray, level: float | None = None) -> np.ndarray:
@@ -133,4 +163,62 @@ def fit(network, draw: Callable[[int], tuple[np.ndarray, np.ndarray]], n_steps: 
         if log is not None and ((s + 1) % max(1, n_steps // 5) == 0 or s + 1 == n_steps):
             log(f"    {label}step {s + 1}/{n_steps}, loss {np.mean(losses[-50:]):.3e} "
                 f"({time.perf_counter() - t0:.0f} s)")
+    return float(np.mean(losses[-50:])) if losses else math.nan
+
+
+def fit_adversarial(generator, critic, draw: Callable[[int], tuple[np.ndarray, np.ndarray]],
+                    n_steps: int, learning_rate: float = 1e-3, adversarial_weight: float = 1e-3,
+                    *, log: Callable[[str], Any] | None = None, label: str = "") -> float:
+    """Train ``generator`` against ``critic`` (a `discriminator`) on batches of `draw`.
+
+    Each step updates the critic on the targets (real) and the generator's
+    outputs (fake), then the generator on ``MSE + adversarial_weight * BCE(critic(G(x)), real)``
+    (the non-saturating form). Returns the mean squared error of the generator
+    over the last 50 steps, comparable with `fit`'s loss.
+    """
+    import keras
+    import tensorflow as tf
+
+    if not (math.isfinite(adversarial_weight) and adversarial_weight >= 0):
+        raise ValueError(f"adversarial_weight must be finite and >= 0, got {adversarial_weight}")
+    g_optimizer = keras.optimizers.Adam(learning_rate)
+    d_optimizer = keras.optimizers.Adam(learning_rate)
+    weight = tf.constant(adversarial_weight, tf.float32)
+
+    def bce(logits, real: bool):
+        labels = tf.ones_like(logits) if real else tf.zeros_like(logits)
+        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits))
+
+    @tf.function
+    def step(x, y):
+        fake = generator(x, training=True)
+        with tf.GradientTape() as tape:
+            d_loss = (bce(critic(y, training=True), True)
+                      + bce(critic(tf.stop_gradient(fake), training=True), False))
+        grads = tape.gradient(d_loss, critic.trainable_variables)
+        d_optimizer.apply_gradients(zip(grads, critic.trainable_variables, strict=True))
+        with tf.GradientTape() as tape:
+            fake = generator(x, training=True)
+            mse = tf.reduce_mean(tf.square(fake - y))
+            g_loss = mse + weight * bce(critic(fake, training=True), True)
+        grads = tape.gradient(g_loss, generator.trainable_variables)
+        g_optimizer.apply_gradients(zip(grads, generator.trainable_variables, strict=True))
+        return mse, d_loss
+
+    losses, d_losses = [], []
+    t0 = time.perf_counter()
+    for s in range(n_steps):
+        x, y = draw(s)
+        x = np.asarray(x, np.float32)
+        y = np.asarray(y, np.float32)
+        if x.ndim == 3:
+            x = x[..., None]
+        if y.ndim == 3:
+            y = y[..., None]
+        mse, d_loss = step(x, y)
+        losses.append(float(mse))
+        d_losses.append(float(d_loss))
+        if log is not None and ((s + 1) % max(1, n_steps // 5) == 0 or s + 1 == n_steps):
+            log(f"    {label}step {s + 1}/{n_steps}, mse {np.mean(losses[-50:]):.3e}, "
+                f"discriminator {np.mean(d_losses[-50:]):.3f} ({time.perf_counter() - t0:.0f} s)")
     return float(np.mean(losses[-50:])) if losses else math.nan

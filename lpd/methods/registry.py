@@ -150,6 +150,11 @@ METHODS: dict[str, Method] = {m.key: m for m in (
            "ADMM splitting a learned denoiser (an SCAE trained on the scheme's own iterates) "
            "from a classical data-consistent TV step",
            "Liu, Kuang & Zhang, MICCAI 2018", trained=True),
+    Method("admm_gan", "ADMM + GAN", "plug-and-play", False,
+           "lpd.methods.splitting:load_splitting_gan",
+           "the ADMM splitting with its SCAE trained as the generator of a GAN (squared "
+           "error plus an adversarial term against the seed's discriminator)",
+           "Liu, Kuang & Zhang, MICCAI 2018; Goodfellow et al., NeurIPS 2014", trained=True),
     Method("lgd", "Learned gradient descent", "unrolled", True,
            "lpd.methods.networks:LearnedGradientDescent",
            "learned gradient descent: one shared update block fed the data gradient",

@@ -29,11 +29,18 @@ input). It trains on random patches of the iterates (``patch`` pixels square,
 several times its receptive field of 13 pixels), a fixed number per loop: the
 same pixels per loop at any image size.
 
+The GAN variant (``network="gan"``, method ``admm_gan``) trains the same SCAE
+as the generator of a GAN against the seed's eight-layer discriminator
+(`lpd.methods.denoising.discriminator`, warm-started from loop to loop like the
+generator), with the mean squared error plus ``adversarial_weight`` times the
+adversarial loss (the seed's (4) has the adversarial term only; without the
+squared error nothing would tie a network's output to its own target).
+
 References
 ----------
 Liu J, Kuang T, Zhang X. Image reconstruction by splitting deep learning
 regularization from iterative inversion. MICCAI 2018: the splitting (8)-(10),
-inference (13), Table 1 (the SCAE, 5 outer loops).
+inference (13), Table 1 (the SCAE, the GAN's discriminator, 5 outer loops).
 Boyd S et al. Distributed optimization and statistical learning via the
 alternating direction method of multipliers. Found Trends Mach Learn 3(1), 2011.
 """
@@ -57,7 +64,10 @@ from lpd.methods import classical, denoising
 from lpd.physics import operators
 
 __all__ = ["SplittingConfig", "SplittingReconstructor", "train_splitting", "save_splitting",
-           "load_splitting", "weights_dir"]
+           "load_splitting", "load_splitting_gan", "weights_dir", "NETWORKS"]
+
+NETWORKS = {"scae": ("admm", "ADMM + SCAE"), "gan": ("admm_gan", "ADMM + GAN")}
+"""The networks of the scheme: ``{network: (method key, name)}``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +99,11 @@ class SplittingConfig:
         Adam's step.
     seed : int
         Seed of the noise of the training data, the patches and the initial weights.
+    network : str
+        ``"scae"`` (trained on the squared error) or ``"gan"`` (the SCAE trained
+        as a GAN's generator), a key of `NETWORKS`.
+    adversarial_weight : float
+        Weight of the adversarial loss beside the squared error (``"gan"`` only).
     """
 
     outer_loops: int = 5
@@ -104,9 +119,17 @@ class SplittingConfig:
     batch_size: int = 16
     learning_rate: float = 1e-3
     seed: int = 0
+    network: str = "scae"
+    adversarial_weight: float = 1e-3
 
     def __post_init__(self):
         object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
+        if self.network not in NETWORKS:
+            raise ValueError(f"network must be one of {', '.join(NETWORKS)}, "
+                             f"got {self.network!r}")
+        if not (math.isfinite(self.adversarial_weight) and self.adversarial_weight >= 0):
+            raise ValueError(f"adversarial_weight must be finite and >= 0, "
+                             f"got {self.adversarial_weight}")
         check_positive(self, ("outer_loops", "initial_iter", "z_iter", "patch", "batch_size",
                               "first_patches", "later_patches"),
                        ("rho", "tv_decay", "learning_rate")
@@ -119,12 +142,17 @@ class SplittingConfig:
         return float(self.tv_weight) * self.tv_decay ** loop
 
 
-def weights_dir(setup_name: str, root: str | Path | None = None) -> Path:
-    """``data/weights/<set-up>/admm`` (or under ``root``): where the networks ship.
+def weights_dir(setup_name: str, root: str | Path | None = None, network: str = "scae") -> Path:
+    """``data/weights/<set-up>/<key>`` (or under ``root``): where the networks ship.
 
-    ``data/weights`` beside the package (`lpd.io.shipped`) unless ``root`` is given.
+    ``<key>`` is the method's (``admm``, or ``admm_gan`` for the GAN variant),
+    under ``data/weights`` beside the package (`lpd.io.shipped`) unless ``root``
+    is given.
     """
-    return Path(root if root is not None else shipped("weights")) / setup_name / "admm"
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
+    return (Path(root if root is not None else shipped("weights")) / setup_name
+            / NETWORKS[network][0])
 
 
 class _Scheme:
@@ -191,6 +219,7 @@ class SplittingReconstructor(classical.Reconstructor):
         if not 0 <= loops <= config.outer_loops:
             raise ValueError(f"loops must be in [0, {config.outer_loops}], got {loops}")
         self.config = config
+        self.key, self.name = NETWORKS[config.network]
         self.networks = list(networks)
         self.loops = loops
         self.training = training
@@ -266,6 +295,7 @@ def train_splitting(setup, train_images: np.ndarray, val_images: np.ndarray,
         f" dB, validation {record['loops'][0]['validation_psnr']:.2f} dB")
     networks = []
     network = denoising.scae(config.filters, config.seed)
+    critic = denoising.discriminator(seed=config.seed) if config.network == "gan" else None
     for loop in range(1, config.outer_loops + 1):
         t0 = time.perf_counter()
         scheme.z_step(state, data, loop)
@@ -280,8 +310,14 @@ def train_splitting(setup, train_images: np.ndarray, val_images: np.ndarray,
         def draw(step, inputs=inputs):
             return denoising.random_patches(inputs, images, config.batch_size, config.patch, rng)
 
-        loss = denoising.fit(network, draw, math.ceil(n / config.batch_size),
-                             config.learning_rate, log=log, label=f"loop {loop}: ")
+        if critic is None:
+            loss = denoising.fit(network, draw, math.ceil(n / config.batch_size),
+                                 config.learning_rate, log=log, label=f"loop {loop}: ")
+        else:
+            loss = denoising.fit_adversarial(
+                network, critic, draw, math.ceil(n / config.batch_size),
+                config.learning_rate, config.adversarial_weight, log=log,
+                label=f"loop {loop}: ")
         networks.append(network)
         scheme.x_step(state, denoising.apply(network, state["x"]))
         scheme.x_step(val_state, denoising.apply(network, val_state["x"]))
@@ -314,9 +350,9 @@ def save_splitting(method: SplittingReconstructor, record: dict, directory: str 
     return directory
 
 
-def load_splitting(setup, directory: str | Path | None = None, *,
+def load_splitting(setup, directory: str | Path | None = None, *, network: str = "scae",
                    log: Callable[[str], Any] | None = None) -> SplittingReconstructor:
-    """The trained splitting scheme of a set-up (``data/weights/<set-up>/admm`` by default).
+    """The trained splitting scheme of a set-up (`weights_dir` of ``network`` by default).
 
     Raises
     ------
@@ -324,12 +360,17 @@ def load_splitting(setup, directory: str | Path | None = None, *,
         If no networks were trained for the set-up; the message gives the command.
     """
     setup = operators.as_setup(setup)
-    directory = Path(directory) if directory is not None else weights_dir(setup.config.name)
+    directory = (Path(directory) if directory is not None
+                 else weights_dir(setup.config.name, network=network))
+    flag = "" if network == "scae" else f" --network {network}"
     manifest = read_record(
         directory / "splitting.json", what="trained splitting networks",
         setup=setup.config.name,
-        make=f"python tools/train_splitting.py --setup {setup.config.name}")
+        make=f"python tools/train_splitting.py --setup {setup.config.name}{flag}")
     config = SplittingConfig(**manifest["config"])
+    if config.network != network:
+        raise ValueError(f"{directory} holds the {config.network} networks of the scheme, "
+                         f"not the {network} ones")
     with np.load(directory / "networks.npz") as arrays:
         networks = []
         for k in range(1, config.outer_loops + 1):
@@ -345,5 +386,11 @@ def load_splitting(setup, directory: str | Path | None = None, *,
                 f"slices (with x-flips); {best['loop']} used, the best on validation "
                 f"({best['validation_psnr']:.2f} dB)")
     if log is not None:
-        log(f"  admm: networks {directory} ({training})")
+        log(f"  {NETWORKS[network][0]}: networks {directory} ({training})")
     return SplittingReconstructor(setup, config, networks, loops=best["loop"], training=training)
+
+
+def load_splitting_gan(setup, directory: str | Path | None = None, *,
+                       log: Callable[[str], Any] | None = None) -> SplittingReconstructor:
+    """The trained GAN variant of the splitting scheme (``data/weights/<set-up>/admm_gan``)."""
+    return load_splitting(setup, directory, network="gan", log=log)
