@@ -188,6 +188,9 @@ def test_the_greedy_start_finds_two_ellipses_from_the_data_alone():
     # Nearly as likely as the truth, far more than nothing.
     truth_l = post.log_likelihood(p)
     assert post.log_likelihood(matrix @ image.ravel()) > truth_l - 0.1 * abs(truth_l)
+    # From the truth it keeps the truth (no addition pays for itself).
+    kept = P.greedy_start(post, np.random.default_rng(2), candidates=50, refine=50, start=marks)
+    assert np.linalg.norm(post.image(kept) - truth) < 0.05 * np.linalg.norm(truth)
     with pytest.raises(ValueError, match="continuous EllipsePrior"):
         P.greedy_start(P.EllipsePosterior(sp.eye(4), (2, 2), np.ones(4), 0.1,
                                           P.DiscretePrior(np.zeros((1, 6)))), rng)

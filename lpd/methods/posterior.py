@@ -559,7 +559,8 @@ class ReversibleJump:
 
 def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
                  candidates: int = 100, refine: int = 100, max_count: int = 200,
-                 patience: int = 3, penalty: float | None = None, log=None) -> np.ndarray:
+                 patience: int = 3, penalty: float | None = None, start=None,
+                 log=None) -> np.ndarray:
     """Ellipses that explain the data, found greedily: a start for the chains, from the data alone.
 
     A chain started empty fills the image with many small ellipses that it then
@@ -574,15 +575,16 @@ def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
     Bayesian information criterion's price of its six parameters,
     ``3 log m`` for ``m`` data), and any ellipse whose removal costs less than
     that is removed. It stops after ``patience`` rounds in a row without an
-    addition. It is an optimiser, not a sampler:
-    the chains started from its output (with different seeds) do the sampling.
+    addition. ``start``: ellipses to begin with (none by default). It is an
+    optimiser, not a sampler: the chains started from its output (with
+    different seeds) do the sampling.
 
     Returns the marks, shape ``(n, 6)``.
     """
     if posterior.prior.discrete:
         raise ValueError("greedy_start needs the continuous EllipsePrior")
     prior = posterior.prior
-    chain = ReversibleJump(posterior, rng, fitted=True, probes=0)
+    chain = ReversibleJump(posterior, rng, start, fitted=True, probes=0)
     y = posterior.data
     columns_t = posterior.columns.T.tocsr()
     steps = chain.steps
@@ -592,8 +594,8 @@ def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
         return (posterior.log_likelihood(p) + n * math.log(prior.mean_count)
                 - math.lgamma(n + 1) + marks_log_density)
 
-    densities: list[float] = []
-    current = log_post(chain.p, 0.0, 0) if np.any(chain.p) else -math.inf
+    densities = [prior.log_mark_density(mark) for mark in chain.marks]
+    current = (log_post(chain.p, sum(densities), chain.n) if np.any(chain.p) else -math.inf)
     failures = 0
     while chain.n < int(max_count):
         residual = y - chain.p
