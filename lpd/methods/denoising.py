@@ -127,6 +127,12 @@ def random_patches(images: np.ndarray, targets: np.ndarray, n: int, size: int,
     return a, t
 
 
+def _batch(draw: Callable[[int], tuple[np.ndarray, np.ndarray]], step: int):
+    """``draw(step)`` as float32 arrays with a channel axis."""
+    x, y = (np.asarray(a, np.float32) for a in draw(step))
+    return (x[..., None] if x.ndim == 3 else x), (y[..., None] if y.ndim == 3 else y)
+
+
 def fit(network, draw: Callable[[int], tuple[np.ndarray, np.ndarray]], n_steps: int,
         learning_rate: float = 1e-3, *, log: Callable[[str], Any] | None = None,
         label: str = "") -> float:
@@ -152,14 +158,7 @@ def fit(network, draw: Callable[[int], tuple[np.ndarray, np.ndarray]], n_steps: 
     losses = []
     t0 = time.perf_counter()
     for s in range(n_steps):
-        x, y = draw(s)
-        x = np.asarray(x, np.float32)
-        y = np.asarray(y, np.float32)
-        if x.ndim == 3:
-            x = x[..., None]
-        if y.ndim == 3:
-            y = y[..., None]
-        losses.append(float(step(x, y)))
+        losses.append(float(step(*_batch(draw, s))))
         if log is not None and ((s + 1) % max(1, n_steps // 5) == 0 or s + 1 == n_steps):
             log(f"    {label}step {s + 1}/{n_steps}, loss {np.mean(losses[-50:]):.3e} "
                 f"({time.perf_counter() - t0:.0f} s)")
@@ -208,14 +207,7 @@ def fit_adversarial(generator, critic, draw: Callable[[int], tuple[np.ndarray, n
     losses, d_losses = [], []
     t0 = time.perf_counter()
     for s in range(n_steps):
-        x, y = draw(s)
-        x = np.asarray(x, np.float32)
-        y = np.asarray(y, np.float32)
-        if x.ndim == 3:
-            x = x[..., None]
-        if y.ndim == 3:
-            y = y[..., None]
-        mse, d_loss = step(x, y)
+        mse, d_loss = step(*_batch(draw, s))
         losses.append(float(mse))
         d_losses.append(float(d_loss))
         if log is not None and ((s + 1) % max(1, n_steps // 5) == 0 or s + 1 == n_steps):
