@@ -116,14 +116,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     methods = None
     if args.methods is not None:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if args.experiment in ("mri", "noise"):
-        from lpd.evaluation import mri, noise
+    if args.experiment in ("mri", "noise", "limit"):
+        from lpd.evaluation import limit, mri, noise
 
         for flag, given in (("--train", args.train), ("--images", args.images)):
             if given:
                 raise ValueError(f"lpd reproduce {args.experiment}: {flag} is not supported "
                                  "(its models are trained by the tools named in its docs)")
-        runner = mri.run if args.experiment == "mri" else noise.run
+        runner = {"mri": mri.run, "noise": noise.run, "limit": limit.run}[args.experiment]
         runner(args.preset, args.out, methods=methods, force=args.force,
                command=reproduce.command_line(["lpd", *sys.argv[1:]]))
         return 0
@@ -230,14 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
                     + ", ".join(m.name for m in registry.METHODS.values())
                     + ") on the paper's test case and a held-out set, and write "
                     "results.csv, results.md, figures and run.json into --out.")
-    reproduce.add_argument("experiment", help="'ellipses', 'human', 'mri' or 'noise'")
+    reproduce.add_argument("experiment",
+                           help="'ellipses', 'human', 'mri', 'noise' or 'limit'")
     reproduce.add_argument("--preset", default="default",
                            help="'default' (shipped weights, 100+ held-out samples), 'quick' "
                                 "(a few samples) or 'paper' (the paper's training schedule; "
                                 "for 'human' the paper's 512 x 512 size); for 'mri': "
                                 "'default' (rate 1/4 of each mask at both noise levels), "
-                                "'full' (the seed's whole grid) or 'quick'; for 'noise': "
-                                "'default' or 'quick' (default: %(default)s)")
+                                "'full' (the seed's whole grid) or 'quick'; for 'noise' and "
+                                "'limit': 'default' or 'quick' (default: %(default)s)")
     reproduce.add_argument("--out", metavar="DIR",
                            help="output directory (default: results/EXPERIMENT-PRESET)")
     reproduce.add_argument("--methods", metavar="KEYS",

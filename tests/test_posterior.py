@@ -99,6 +99,8 @@ def test_bad_inputs_are_named(small_problem):
         P.ReversibleJump(continuous, rng, guide=np.zeros((4, 4)))
     with pytest.raises(ValueError, match="birth and death"):
         P.ReversibleJump(continuous, rng, birth=0.6, death=0.6)
+    with pytest.raises(ValueError, match="one set of marks per chain"):
+        P.sample(continuous, 2, 10, burn_in=1, starts=[None])
     chain = P.ReversibleJump(continuous, rng)
     with pytest.raises(ValueError, match="within the burn-in"):
         chain.run(100, burn_in=10, anneal=20)

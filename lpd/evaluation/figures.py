@@ -17,7 +17,7 @@ import numpy as np
 from lpd.io import atomic_write
 
 __all__ = ["reconstruction_figure", "training_curves_figure", "mask_figure", "grid_figure",
-           "curves_figure"]
+           "curves_figure", "posterior_figure"]
 
 
 def _pyplot():
@@ -226,4 +226,37 @@ def curves_figure(curves: Mapping[str, Mapping[float, float]], path: str | os.Pa
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
+    return _save(fig, path, overwrite)
+
+
+def posterior_figure(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+                     path: str | os.PathLike, *, window: tuple[float, float] = (0.0, 1.0),
+                     overwrite: bool = False) -> Path:
+    """Per case: ground truth, posterior mean, posterior standard deviation and ``|mean - truth|``.
+
+    ``rows`` holds ``(label, truth, mean, std)``; the standard deviations and the
+    errors share one colour scale, so the uncertainty reads against the error.
+    """
+    plt = _pyplot()
+    scale = max((float(np.percentile(np.concatenate([np.ravel(std), np.abs(
+        np.ravel(mean) - np.ravel(truth))]), 99.5)) for _, truth, mean, std in rows),
+        default=1.0) or 1.0
+    fig, axes = plt.subplots(len(rows), 4, squeeze=False, figsize=(8.4, 2.3 * len(rows)))
+    titles = ("ground truth", "posterior mean", f"posterior std\n0 to {scale:.3g}",
+              f"|mean - truth|\n0 to {scale:.3g}")
+    for i, (label, truth, mean, std) in enumerate(rows):
+        panels = (truth, mean, std, np.abs(np.asarray(mean) - truth))
+        for j, panel in enumerate(panels):
+            ax = axes[i, j]
+            if j < 2:
+                ax.imshow(np.asarray(panel).T, origin="lower", cmap="gray", vmin=window[0],
+                          vmax=window[1])
+            else:
+                ax.imshow(np.asarray(panel).T, origin="lower", cmap="magma", vmin=0,
+                          vmax=scale)
+            if i == 0:
+                ax.set_title(titles[j], fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i, 0].set_ylabel(label, fontsize=8)
     return _save(fig, path, overwrite)

@@ -608,7 +608,9 @@ def run(experiment: str, preset: str = "default", out: str | os.PathLike | None 
             print(line, flush=True)
     started = time.perf_counter()
     if experiment not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {experiment!r}; choose one of {list(EXPERIMENTS)}")
+        raise ValueError(f"unknown experiment {experiment!r}; choose one of "
+                         f"{list(EXPERIMENTS)} (`lpd reproduce` also runs 'mri', 'noise' "
+                         "and 'limit', each by its own module)")
     spec = EXPERIMENTS[experiment]
     if preset not in spec.presets:
         raise ValueError(f"unknown preset {preset!r} for {experiment!r}; choose one of "

@@ -734,11 +734,12 @@ def effective_sample_size(traces: Sequence[np.ndarray]) -> float:
 
 
 def sample(posterior: EllipsePosterior, n_chains: int, n_steps: int, *, burn_in: int,
-           anneal: int = 0, thin: int = 1, seed: int = 0, guide=None,
+           anneal: int = 0, thin: int = 1, seed: int = 0, guide=None, starts=None,
            log=None, **chain_options) -> dict:
     """``E[x | y]`` and the posterior standard deviation from ``n_chains`` independent chains.
 
-    Each chain starts empty with its own seed, anneals over ``anneal`` proposals
+    Each chain starts from its entry of ``starts`` (marks; empty by default) with
+    its own seed, anneals over ``anneal`` proposals
     and keeps every ``thin``-th image after ``burn_in``. Returns ``{"mean",
     "std", "chains", "diagnostics", "seconds"}``; the diagnostics are the split
     R-hat and effective sample size of the log-likelihood, the ellipse count and
@@ -750,10 +751,14 @@ def sample(posterior: EllipsePosterior, n_chains: int, n_steps: int, *, burn_in:
 
     if int(n_chains) < 1:
         raise ValueError(f"n_chains must be >= 1, got {n_chains}")
+    if starts is not None and len(starts) != int(n_chains):
+        raise ValueError(f"starts must hold one set of marks per chain ({n_chains}), "
+                         f"got {len(starts)}")
     started = time.perf_counter()
     results = []
     for c in range(int(n_chains)):
-        chain = ReversibleJump(posterior, np.random.default_rng([seed, c]), guide=guide,
+        chain = ReversibleJump(posterior, np.random.default_rng([seed, c]),
+                               None if starts is None else starts[c], guide=guide,
                                **chain_options)
         t0 = time.perf_counter()
         result = chain.run(n_steps, burn_in, thin, anneal=anneal)

@@ -1,0 +1,304 @@
+"""The limit: the conditional mean ``E[x | y]`` by MCMC, and how far each method is from it.
+
+``lpd reproduce limit`` (`run`), after Adler & Öktem's "Deep learning for inverse
+problems: where are we? how far can we go?" (``../shared/seeds/004_*``). On the
+ellipse set-up the conditional mean is the estimator of least expected squared
+error, so every method's error is measured against it:
+
+    normalised error = E ||A(y) - x||^2 / E ||E[x | y] - x||^2
+
+(the seed: FBP 372, TV 56.0, learned post-processing 42.2, learned iterative
+5.2, the conditional mean 1). For each image (the Shepp-Logan test case and the
+first held-out phantoms of `lpd reproduce ellipses`) the posterior of
+`lpd.methods.posterior` is sampled by several reversible-jump chains, each
+started from `greedy_start` with its own seed (a start from the data alone) and
+guided by the FBP. Their pooled mean is ``E[x | y]``, their pooled standard
+deviation the posterior's. The chains' agreement (split R-hat of the
+log-likelihood and of every pixel) is reported beside the numbers: where the
+chains disagree the mean is not yet the conditional mean, and the table says so.
+
+It writes ``results.csv`` (one row per method), ``results.md`` (the table, the
+seed's figures, the sampler's diagnostics), ``limit.png`` (ground truth, the
+conditional mean and each method with its error map, per shown image),
+``posterior.png`` (ground truth, conditional mean, posterior standard deviation
+and error) and ``run.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lpd import metrics
+from lpd.data import phantoms
+from lpd.data import pipelines as datasets
+from lpd.evaluation import figures, reproduce
+from lpd.evaluation import scoring as evaluation
+from lpd.io import atomic_write
+from lpd.methods import classical, posterior, registry
+from lpd.physics import operators
+
+__all__ = ["PRESETS", "SEED_RATIOS", "IMPLIED_SHEPP_LOGAN_PSNR", "run"]
+
+SEED_RATIOS = {"fbp": 372.0, "tv": 56.0, "unet": 42.2, "lpd": 5.2}
+"""The seed's normalised errors: FBP, TV, learned post-processing (here FBP + U-Net) and
+learned iterative (here LPD), on this set-up (Adler & Öktem, seed 004)."""
+
+IMPLIED_SHEPP_LOGAN_PSNR = 45.4
+"""The conditional mean's PSNR on Shepp-Logan (dB) that makes the seed's ratios agree with
+the LPD paper's Shepp-Logan PSNRs (FBP 19.75, TV 28.06, FBP + U-Net 29.20, LPD 38.28)."""
+
+_CHAINS = {"n_chains": 2, "n_steps": 100_000, "burn_in": 50_000, "thin": 10}
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"setup": "ellipses", "n": 20, "seed": 2018, "test_seed": 2017,
+                "methods": ("fbp", "tv", "unet", "lgd", "lp", "lpd"), "chains": _CHAINS,
+                "greedy": {"candidates": 200, "refine": 300}, "weights": "ellipses"},
+    "quick": {"setup": "ellipses_small", "n": 2, "seed": 2018, "test_seed": 2017,
+              "methods": ("fbp",), "weights": None,
+              "chains": {"n_chains": 2, "n_steps": 3000, "burn_in": 1000, "thin": 5},
+              "greedy": {"candidates": 30, "refine": 30}},
+}
+
+_OUTPUTS = ("results.csv", "results.md", "limit.png", "posterior.png", "run.json")
+_COLUMNS = ("method", "name", "psnr_held_out", "mse_held_out", "ratio_held_out",
+            "seed_ratio", "psnr_shepp_logan", "ratio_shepp_logan")
+_CONVERGED_RHAT = 1.1
+
+
+def _methods(keys: Sequence[str], setup, weights: str | None, log) -> dict[str, Any]:
+    """The reconstructors to compare: tuned classical ones, shipped networks, the rest."""
+    try:
+        tuned = classical.load_params(setup.config.name).reconstructors(setup)
+    except FileNotFoundError:
+        tuned = {}
+    out = {}
+    for key in keys:
+        method = registry.get(key)
+        if key in tuned:
+            out[key] = tuned[key]
+        elif method.learned:
+            if weights is None:
+                raise ValueError(f"{key} needs shipped weights; this preset has none")
+            model, _, _ = reproduce._shipped(weights, key, log)
+            out[key] = reproduce._network(model, key)
+        elif key == "fbp":
+            out[key] = classical.FBPReconstructor(setup)
+        else:
+            out[key] = reproduce._untuned(key, setup, log)
+    return out
+
+
+def _images(setup, settings) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    shape = tuple(setup.space.shape)
+    sl_data, sl = datasets.fixed_set(
+        setup, datasets.ImageSet.from_array(phantoms.shepp_logan(shape)[None],
+                                            name="shepp_logan"), seed=settings["test_seed"])
+    data, images = datasets.fixed_set(setup, datasets.RandomPhantoms("ellipses", shape),
+                                      settings["n"], seed=settings["seed"])
+    labels = ["Shepp-Logan"] + [f"held-out {i}" for i in range(len(images))]
+    return np.concatenate([sl_data, data]), np.concatenate([sl, images]), labels
+
+
+def _conditional_mean(setup, data: np.ndarray, guide: np.ndarray, settings, index: int,
+                      log) -> dict:
+    post = posterior.EllipsePosterior(setup.numpy.matrix, tuple(setup.space.shape), data,
+                                      setup.config.noise.relative_std,
+                                      posterior.EllipsePrior())
+    chains = settings["chains"]
+    t0 = time.perf_counter()
+    starts = [posterior.greedy_start(post, np.random.default_rng([settings["seed"], index, c]),
+                                     **settings["greedy"])
+              for c in range(chains["n_chains"])]
+    greedy_seconds = time.perf_counter() - t0
+    result = posterior.sample(post, chains["n_chains"], chains["n_steps"],
+                              burn_in=chains["burn_in"], thin=chains["thin"],
+                              seed=settings["seed"] + index, guide=guide, starts=starts, log=log)
+    result["greedy_seconds"] = greedy_seconds
+    result["start_counts"] = [len(s) for s in starts]
+    return result
+
+
+def _summary(result: dict) -> dict:
+    d = result["diagnostics"]
+    return {"rhat_log_likelihood": d.get("log_likelihood", {}).get("rhat"),
+            "ess_log_likelihood": d.get("log_likelihood", {}).get("ess"),
+            "rhat_count": d.get("count", {}).get("rhat"),
+            "rhat_pixels_p99": d.get("pixels", {}).get("p99"),
+            "rhat_pixels_max": d.get("pixels", {}).get("max"),
+            "ellipses": [float(np.mean(c["counts"])) for c in result["chains"]],
+            "start_ellipses": result["start_counts"],
+            "seconds": result["seconds"] + result["greedy_seconds"]}
+
+
+def _converged(summary: dict) -> bool:
+    values = (summary["rhat_log_likelihood"], summary["rhat_pixels_p99"])
+    return all(v is not None and v < _CONVERGED_RHAT for v in values)
+
+
+def run(preset: str = "default", out: str | os.PathLike | None = None, *,
+        methods: Sequence[str] | None = None, force: bool = False,
+        log: Callable[[str], Any] | None = None, command: str | None = None) -> list[dict]:
+    """Sample the conditional means and score every method against them (module docstring)."""
+    if log is None:
+        def log(line):
+            print(line, flush=True)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r} for 'limit'; choose one of "
+                         f"{list(PRESETS)}")
+    settings = PRESETS[preset]
+    keys = tuple(settings["methods"]) if methods is None else tuple(methods)
+    unknown = [k for k in keys if k not in registry.METHODS]
+    if unknown or not keys:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(registry.METHODS)}"
+                         if unknown else "no methods selected")
+    out = Path(out) if out is not None else Path("results") / f"limit-{preset}"
+    reproduce._check_out(out, force, _OUTPUTS)
+    command = command or f"lpd.evaluation.limit.run({preset!r})"
+    started = time.perf_counter()
+    setup = operators.get_setup(settings["setup"])
+    if setup.config.noise.kind != "gaussian" or setup.config.modality != "ct":
+        raise ValueError(f"the ellipse posterior needs a CT set-up with Gaussian noise, "
+                         f"got {setup.config.name!r}")
+    recon = _methods(keys, setup, settings.get("weights"), log)
+    out.mkdir(parents=True, exist_ok=True)
+    data, truth, labels = _images(setup, settings)
+    guide_method = recon.get("fbp") or classical.FBPReconstructor(setup)
+    chains = settings["chains"]
+    log(f"lpd reproduce limit (preset {preset!r}): {len(truth)} images ({labels[0]} and "
+        f"{len(truth) - 1} held-out), {chains['n_chains']} chains x {chains['n_steps']} "
+        f"proposals each; writing to {out}")
+    errors = {key: [] for key in ("cm", *keys)}
+    psnrs = {key: [] for key in ("cm", *keys)}
+    shown, shown_posterior, diagnostics = [], [], []
+    for i, (y, x) in enumerate(zip(data, truth, strict=True)):
+        log(f"{labels[i]} ({i + 1}/{len(truth)}):")
+        result = _conditional_mean(setup, y, guide_method(y), settings, i, log)
+        estimates = {"cm": result["mean"].astype(np.float32)}
+        estimates.update({key: np.asarray(method(y), np.float32)
+                          for key, method in recon.items()})
+        for key, image in estimates.items():
+            errors[key].append(float(np.sum((image - x) ** 2)))
+            psnrs[key].append(metrics.psnr(x, image, 1.0))
+        summary = {"image": labels[i], **_summary(result)}
+        diagnostics.append(summary)
+        log(f"  conditional mean {psnrs['cm'][-1]:.2f} dB ("
+            + ", ".join(f"{registry.get(k).name} {psnrs[k][-1]:.2f}" for k in keys)
+            + f"); R-hat of the log-likelihood {summary['rhat_log_likelihood']:.3g}, "
+              f"{summary['seconds']:.0f} s")
+        if i < 2:
+            names = {"Conditional mean": estimates["cm"],
+                     **{registry.get(k).name: estimates[k] for k in keys}}
+            captions = {n: f"{metrics.psnr(x, img, 1.0):.2f} dB" for n, img in names.items()}
+            shown.append((labels[i], x, names, captions))
+            shown_posterior.append((labels[i], x, result["mean"], result["std"]))
+    rows = _rows(keys, errors, psnrs)
+    meta = {"experiment": "limit", "preset": preset, "setup": setup.config.name,
+            "images": labels, "chains": chains, "greedy": settings["greedy"],
+            "held_out": f"the first {settings['n']} random ellipse phantoms of `lpd reproduce "
+                        f"ellipses` (seed {settings['seed']})",
+            "diagnostics": diagnostics,
+            "converged": all(_converged(d) for d in diagnostics),
+            "seconds_per_image": float(np.mean([d["seconds"] for d in diagnostics])),
+            "command": command, "wall_seconds": time.perf_counter() - started}
+    written = _write(out, rows, meta, shown, shown_posterior)
+    log(f"done in {meta['wall_seconds']:.0f} s; wrote " + ", ".join(map(str, written)))
+    return rows
+
+
+def _rows(keys, errors: dict, psnrs: dict) -> list[dict]:
+    cm = np.asarray(errors["cm"])
+    rows = []
+    for key in ("cm", *keys):
+        err = np.asarray(errors[key])
+        name = "Conditional mean (MCMC)" if key == "cm" else registry.get(key).name
+        rows.append({
+            "method": key, "name": name,
+            "psnr_held_out": float(np.mean(psnrs[key][1:])) if len(err) > 1 else None,
+            "mse_held_out": float(np.mean(err[1:]) / err.size) if len(err) > 1 else None,
+            # E||A(y) - x||^2 / E||E[x|y] - x||^2 over the held-out images, and the same
+            # ratio for the one Shepp-Logan image.
+            "ratio_held_out": float(err[1:].sum() / cm[1:].sum()) if len(err) > 1 else None,
+            "seed_ratio": 1.0 if key == "cm" else SEED_RATIOS.get(key),
+            "psnr_shepp_logan": float(psnrs[key][0]),
+            "ratio_shepp_logan": float(err[0] / cm[0]),
+        })
+    return rows
+
+
+def _fmt(value, digits: int = 2) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _g(value) -> str:
+    return "" if value is None else f"{value:.3g}"
+
+
+def _markdown(rows: list[dict], meta: dict) -> str:
+    chains = meta["chains"]
+    lines = ["# The limit: each method against the conditional mean", "",
+             f"Set-up `{meta['setup']}`; Shepp-Logan and {meta['held_out']}. The conditional "
+             f"mean is the pooled mean of {chains['n_chains']} reversible-jump chains per "
+             f"image ({chains['n_steps']} proposals each, the first {chains['burn_in']} "
+             "discarded), each started from `greedy_start` with its own seed. Normalised "
+             "error: `E||A(y) - x||^2 / E||E[x|y] - x||^2`; the seed's figures from Adler & "
+             "Öktem (seed 004: FBP 372, TV 56.0, learned post-processing 42.2, learned "
+             "iterative 5.2).", "",
+             "| method | held-out PSNR (dB) | normalised error | seed | Shepp-Logan PSNR (dB) "
+             "| Shepp-Logan normalised error |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {_fmt(r['psnr_held_out'])} | "
+                     f"{_fmt(r['ratio_held_out'], 1)} | {_fmt(r['seed_ratio'], 1)} | "
+                     f"{_fmt(r['psnr_shepp_logan'])} | {_fmt(r['ratio_shepp_logan'], 1)} |")
+    cm = rows[0]
+    lines += ["", f"The conditional mean on Shepp-Logan: {cm['psnr_shepp_logan']:.2f} dB "
+                  f"(the seed's ratios imply about {IMPLIED_SHEPP_LOGAN_PSNR} dB).", ""]
+    verdict = ("The chains agree (split R-hat below "
+               f"{_CONVERGED_RHAT} for the log-likelihood and the 99th percentile of the "
+               "pixels on every image)." if meta["converged"] else
+               "**Not converged**: on some images the chains disagree (split R-hat of the "
+               f"log-likelihood or of the pixels at or above {_CONVERGED_RHAT}), so their "
+               "mean is not yet the conditional mean and the ratios above are not the "
+               "limit's.")
+    lines += [verdict, "", "| image | R-hat log-likelihood | ESS log-likelihood | R-hat "
+              "count | R-hat pixels (p99 / max) | ellipses (start; mean per chain) | s |",
+              "|---|---|---|---|---|---|---|"]
+    for d in meta["diagnostics"]:
+        lines.append(
+            f"| {d['image']} | {_g(d['rhat_log_likelihood'])} | "
+            f"{_fmt(d['ess_log_likelihood'], 0)} | {_g(d['rhat_count'])} | "
+            f"{_g(d['rhat_pixels_p99'])} / {_g(d['rhat_pixels_max'])} | "
+            f"{', '.join(map(str, d['start_ellipses']))}; "
+            f"{', '.join(f'{c:.0f}' for c in d['ellipses'])} | {d['seconds']:.0f} |")
+    lines += ["", f"{meta['seconds_per_image']:.0f} s per image (greedy starts and chains). "
+              f"Written by `{meta['command']}` in {meta['wall_seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def _write(out: Path, rows: list[dict], meta: dict, shown: list, shown_posterior: list
+           ) -> list[Path]:
+    def write(stage: Path) -> None:
+        atomic_write(stage / "results.csv", evaluation.csv_text(rows, _COLUMNS))
+        atomic_write(stage / "results.md", _markdown(rows, meta))
+        figures.grid_figure(shown, stage / "limit.png",
+                            title="the conditional mean (MCMC) and each method, with errors")
+        figures.posterior_figure(shown_posterior, stage / "posterior.png")
+        atomic_write(stage / "run.json", json.dumps(
+            {**meta, "versions": reproduce._versions(), "rows": rows}, indent=2,
+            default=_json) + "\n")
+
+    return reproduce.write_staged(out, _OUTPUTS, write)
+
+
+def _json(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    return str(value)

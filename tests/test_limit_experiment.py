@@ -1,0 +1,50 @@
+"""`lpd reproduce limit` (lpd.evaluation.limit): its table, its arithmetic, its errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from lpd.evaluation import limit
+
+
+def test_normalised_errors_are_ratios_of_summed_squared_errors():
+    errors = {"cm": [1.0, 2.0, 2.0], "fbp": [10.0, 30.0, 10.0]}
+    psnrs = {"cm": [40.0, 30.0, 32.0], "fbp": [20.0, 25.0, 27.0]}
+    rows = {r["method"]: r for r in limit._rows(("fbp",), errors, psnrs)}
+    assert rows["cm"]["ratio_held_out"] == rows["cm"]["ratio_shepp_logan"] == 1.0
+    # Shepp-Logan first, then the held-out images: 40 / 4 and 10 / 1.
+    assert rows["fbp"]["ratio_held_out"] == pytest.approx(10.0)
+    assert rows["fbp"]["ratio_shepp_logan"] == pytest.approx(10.0)
+    assert rows["fbp"]["psnr_held_out"] == pytest.approx(26.0)
+    assert rows["fbp"]["seed_ratio"] == 372.0 and rows["cm"]["seed_ratio"] == 1.0
+
+
+def test_quick_limit_run_writes_its_table_figures_and_diagnostics(tmp_path):
+    out = tmp_path / "limit"
+    lines = []
+    rows = limit.run("quick", out, log=lines.append)
+    for name in ("results.csv", "results.md", "limit.png", "posterior.png", "run.json"):
+        assert (out / name).is_file(), name
+    assert [r["method"] for r in rows] == ["cm", "fbp"]
+    with open(out / "results.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["cm", "fbp"]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["images"][0] == "Shepp-Logan" and len(meta["diagnostics"]) == 3
+    for d in meta["diagnostics"]:
+        assert d["rhat_log_likelihood"] > 0 and len(d["start_ellipses"]) == 2
+    text = (out / "results.md").read_text()
+    # The verdict follows the diagnostics.
+    assert ("Not converged" in text) != meta["converged"]
+    assert "45.4 dB" in text
+    with pytest.raises(FileExistsError):
+        limit.run("quick", out, log=lines.append)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="unknown preset"):
+        limit.run("huge", tmp_path / "x")
+    with pytest.raises(ValueError, match="unknown method"):
+        limit.run("quick", tmp_path / "x", methods=["fpb"])
