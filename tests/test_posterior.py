@@ -190,6 +190,15 @@ def test_the_greedy_start_finds_two_ellipses_from_the_data_alone():
     # Nearly as likely as the truth, far more than nothing.
     truth_l = post.log_likelihood(p)
     assert post.log_likelihood(matrix @ image.ravel()) > truth_l - 0.1 * abs(truth_l)
+    # A sharp reconstruction to fit first, in the image domain, leads it there too.
+    blurred = truth + 0.01 * rng.standard_normal(truth.shape)
+    fitted = P.greedy_start(post, np.random.default_rng(3), candidates=100, refine=300,
+                            target=blurred, target_error=0.01)
+    assert np.linalg.norm(post.image(fitted) - truth) < 0.25 * np.linalg.norm(truth)
+    with pytest.raises(ValueError, match="target must be"):
+        P.greedy_start(post, rng, target=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="not both"):
+        P.greedy_start(post, rng, target=truth, start=marks)
     # From the truth it keeps the truth (no addition pays for itself).
     kept = P.greedy_start(post, np.random.default_rng(2), candidates=50, refine=50, start=marks)
     assert np.linalg.norm(post.image(kept) - truth) < 0.05 * np.linalg.norm(truth)

@@ -557,10 +557,77 @@ class ReversibleJump:
                 "log_likelihood": np.array(log_ls), "probes": np.array(probes)}
 
 
+def _fit_image(target: np.ndarray, prior: EllipsePrior, rng: np.random.Generator, *,
+               candidates: int, refine: int, max_count: int, patience: int,
+               target_error: float) -> np.ndarray:
+    """Ellipses that sum to ``target`` (an image), greedily, in the image domain.
+
+    The same search as `greedy_start` with the image's squared error, at the
+    noise level ``target_error``, in place of the data's log-likelihood.
+    """
+    shape = target.shape
+    flat = np.asarray(target, np.float64).ravel()
+    x = np.zeros_like(flat)
+    marks: list[np.ndarray] = []
+    prints: list[np.ndarray] = []
+    two_var = 2 * float(target_error) ** 2
+    penalty = 3 * math.log(flat.size)
+    steps = np.array([0.02, 0.01, 0.01, 0.01, 0.01, 0.1])
+    failures = 0
+    while len(marks) < max_count and failures < patience:
+        residual = flat - x
+        cdf = np.cumsum(residual ** 2)
+        if cdf[-1] == 0:
+            break
+        best = None
+        for _ in range(candidates):
+            mark = prior.sample_mark(rng)
+            k = min(int(np.searchsorted(cdf, rng.random() * cdf[-1])), cdf.size - 1)
+            i, j = divmod(k, shape[1])
+            mark[3] = -1 + 2 * (i + rng.random()) / shape[0]
+            mark[4] = -1 + 2 * (j + rng.random()) / shape[1]
+            idx = footprint(mark, shape)
+            if idx.size == 0:
+                continue
+            mark[0] = float(residual[idx].mean())
+            gain = (mark[0] ** 2 * idx.size / two_var + prior.log_mark_density(mark)
+                    + math.log(prior.mean_count / (len(marks) + 1)))
+            if best is None or gain > best[0]:
+                best = (gain, mark, idx)
+        if best is None or not best[0] > penalty:
+            failures += 1
+            continue
+        failures = 0
+        _, mark, idx = best
+        marks.append(mark)
+        prints.append(idx)
+        x[idx] += mark[0]
+        for r in range(refine):
+            k = len(marks) - 1 if r % 2 == 0 else int(rng.integers(len(marks)))
+            old, new = marks[k], marks[k].copy()
+            j = int(rng.integers(1, 6))
+            new[j] += steps[j] * 10 ** rng.uniform(0, 1.5) * rng.standard_normal()
+            if j == 5:
+                new[5] %= 2 * math.pi
+            if prior.log_shape_density(new) == -math.inf:
+                continue
+            new_idx = footprint(new, shape)
+            if new_idx.size == 0:
+                continue
+            rest = x.copy()
+            rest[prints[k]] -= old[0]
+            new[0] = float((flat - rest)[new_idx].mean())
+            trial = rest
+            trial[new_idx] += new[0]
+            if np.sum((flat - trial) ** 2) < np.sum((flat - x) ** 2):
+                marks[k], prints[k], x = new, new_idx, trial
+    return np.array(marks).reshape(-1, 6)
+
+
 def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
                  candidates: int = 100, refine: int = 100, max_count: int = 200,
                  patience: int = 3, penalty: float | None = None, start=None,
-                 log=None) -> np.ndarray:
+                 target=None, target_error: float = 0.016, log=None) -> np.ndarray:
     """Ellipses that explain the data, found greedily: a start for the chains, from the data alone.
 
     A chain started empty fills the image with many small ellipses that it then
@@ -575,8 +642,13 @@ def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
     Bayesian information criterion's price of its six parameters,
     ``3 log m`` for ``m`` data), and any ellipse whose removal costs less than
     that is removed. It stops after ``patience`` rounds in a row without an
-    addition. ``start``: ellipses to begin with (none by default). It is an
-    optimiser, not a sampler: the chains started from its output (with
+    addition. ``start``: ellipses to begin with (none by default).
+
+    ``target``: a reconstruction of the same data (by LPD, say) to fit first, in
+    the image domain, where a sharp image shows the ellipses far more directly
+    than the data do (its error taken as ``target_error``, 1.6 % being LPD's on
+    the held-out ellipses); the data-domain search then goes on from there. It
+    is an optimiser, not a sampler: the chains started from its output (with
     different seeds) do the sampling.
 
     Returns the marks, shape ``(n, 6)``.
@@ -584,6 +656,18 @@ def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
     if posterior.prior.discrete:
         raise ValueError("greedy_start needs the continuous EllipsePrior")
     prior = posterior.prior
+    if target is not None:
+        target = np.asarray(target, np.float64)
+        if target.shape != posterior.shape or not np.all(np.isfinite(target)):
+            raise ValueError(f"target must be a finite image of shape {posterior.shape}")
+        if not (math.isfinite(target_error) and target_error > 0):
+            raise ValueError(f"target_error must be finite and > 0, got {target_error}")
+        fitted = _fit_image(target, prior, rng, candidates=int(candidates),
+                            refine=int(refine), max_count=int(max_count),
+                            patience=int(patience), target_error=target_error)
+        if start is not None:
+            raise ValueError("give greedy_start a start or a target, not both")
+        start = fitted
     chain = ReversibleJump(posterior, rng, start, fitted=True, probes=0)
     y = posterior.data
     columns_t = posterior.columns.T.tocsr()
