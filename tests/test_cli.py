@@ -97,3 +97,13 @@ def test_an_interrupted_training_exits_130(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "train",
                         lambda *args, **kwargs: SimpleNamespace(status="interrupted"))
     assert main(["train", "--preset", "tiny", "--out", str(tmp_path / "run")]) == 130
+
+
+def test_reproduce_routes_the_experiments_with_modules_of_their_own(tmp_path, capsys):
+    for experiment in ("mri", "noise", "limit"):
+        assert main(["reproduce", experiment, "--train", "--out", str(tmp_path / "x")]) == 2
+        assert f"lpd reproduce {experiment}: --train is not supported" in capsys.readouterr().err
+    assert main(["reproduce", "limit", "--preset", "huge", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown preset 'huge' for 'limit'" in capsys.readouterr().err
+    assert main(["reproduce", "elipses"]) == 2
+    assert "'limit'" in capsys.readouterr().err
