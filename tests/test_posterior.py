@@ -205,3 +205,16 @@ def test_the_greedy_start_finds_two_ellipses_from_the_data_alone():
     with pytest.raises(ValueError, match="continuous EllipsePrior"):
         P.greedy_start(P.EllipsePosterior(sp.eye(4), (2, 2), np.ones(4), 0.1,
                                           P.DiscretePrior(np.zeros((1, 6)))), rng)
+
+
+def test_moment_candidates_recover_an_ellipse_from_its_image():
+    mark = np.array([0.6, 0.5, 0.25, 0.1, -0.2, 0.7])
+    image = phantoms.ellipses_to_image(mark[None], (96, 96))
+    found = P.moment_candidates(image)
+    assert found, "no candidate"
+    best = found[0]
+    assert best[0] == pytest.approx(0.6, rel=1e-6)
+    np.testing.assert_allclose(best[1:5], mark[1:5], atol=0.02)
+    # The rotation is that of the axes, known up to a half turn.
+    assert abs(((best[5] - mark[5]) + math.pi / 2) % math.pi - math.pi / 2) < 0.02
+    assert P.moment_candidates(np.zeros((8, 8))) == []

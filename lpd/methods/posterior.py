@@ -38,7 +38,8 @@ import scipy.sparse as sp
 from scipy import special
 
 __all__ = ["EllipsePrior", "DiscretePrior", "EllipsePosterior", "ReversibleJump",
-           "exact_posterior_mean", "footprint", "greedy_start", "sample", "split_rhat",
+           "exact_posterior_mean", "footprint", "greedy_start", "moment_candidates", "sample",
+           "split_rhat",
            "effective_sample_size"]
 
 
@@ -557,13 +558,51 @@ class ReversibleJump:
                 "log_likelihood": np.array(log_ls), "probes": np.array(probes)}
 
 
+def moment_candidates(residual: np.ndarray, levels=(0.15, 0.3, 0.5, 0.7)) -> list[np.ndarray]:
+    """Ellipses matched to the regions of an image: a candidate per connected region.
+
+    The image is cut at ``levels`` times its largest absolute value, on each
+    sign; every connected region of at least four pixels gives the ellipse of
+    the same centroid and second moments (a filled ellipse of half-axes ``a, b``
+    has the variances ``a^2 / 4, b^2 / 4`` along its axes) and the region's mean
+    as its value.
+    """
+    from scipy import ndimage
+
+    residual = np.asarray(residual, np.float64)
+    nx, ny = residual.shape
+    xs = (np.arange(nx) - (nx - 1) / 2) / ((nx - 1) / 2)
+    ys = (np.arange(ny) - (ny - 1) / 2) / ((ny - 1) / 2)
+    peak = float(np.abs(residual).max())
+    out: list[np.ndarray] = []
+    if peak == 0:
+        return out
+    for sign in (1.0, -1.0):
+        for level in levels:
+            labels, count = ndimage.label(sign * residual > level * peak)
+            for k in range(1, count + 1):
+                i, j = np.nonzero(labels == k)
+                if i.size < 4:
+                    continue
+                px, py = xs[i], ys[j]
+                cov = np.cov(np.stack([px, py])) + 1e-8 * np.eye(2)
+                values, vectors = np.linalg.eigh(cov)
+                a, b = 2 * np.sqrt(np.maximum(values[::-1], 1e-8))
+                theta = math.atan2(vectors[1, 1], vectors[0, 1]) % (2 * math.pi)
+                out.append(np.array([float(residual[i, j].mean()), a, b, px.mean(), py.mean(),
+                                     theta]))
+    return out
+
+
 def _fit_image(target: np.ndarray, prior: EllipsePrior, rng: np.random.Generator, *,
                candidates: int, refine: int, max_count: int, patience: int,
                target_error: float) -> np.ndarray:
     """Ellipses that sum to ``target`` (an image), greedily, in the image domain.
 
     The same search as `greedy_start` with the image's squared error, at the
-    noise level ``target_error``, in place of the data's log-likelihood.
+    noise level ``target_error``, in place of the data's log-likelihood; its
+    candidates are the regions of the residual image (`moment_candidates`) as
+    well as the prior's draws.
     """
     shape = target.shape
     flat = np.asarray(target, np.float64).ravel()
@@ -580,12 +619,18 @@ def _fit_image(target: np.ndarray, prior: EllipsePrior, rng: np.random.Generator
         if cdf[-1] == 0:
             break
         best = None
-        for _ in range(candidates):
-            mark = prior.sample_mark(rng)
-            k = min(int(np.searchsorted(cdf, rng.random() * cdf[-1])), cdf.size - 1)
-            i, j = divmod(k, shape[1])
-            mark[3] = -1 + 2 * (i + rng.random()) / shape[0]
-            mark[4] = -1 + 2 * (j + rng.random()) / shape[1]
+        matched = moment_candidates(residual.reshape(shape))
+        for c in range(len(matched) + candidates):
+            if c < len(matched):
+                mark = matched[c]
+            else:
+                mark = prior.sample_mark(rng)
+                k = min(int(np.searchsorted(cdf, rng.random() * cdf[-1])), cdf.size - 1)
+                i, j = divmod(k, shape[1])
+                mark[3] = -1 + 2 * (i + rng.random()) / shape[0]
+                mark[4] = -1 + 2 * (j + rng.random()) / shape[1]
+            if prior.log_shape_density(mark) == -math.inf:
+                continue
             idx = footprint(mark, shape)
             if idx.size == 0:
                 continue
