@@ -108,20 +108,8 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
         methods: Sequence[str] | None = None, force: bool = False,
         log: Callable[[str], Any] | None = None, command: str | None = None) -> list[dict]:
     """Test every method across noise levels; see the module docstring for what is written."""
-    if log is None:
-        def log(line):
-            print(line, flush=True)
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r} for 'noise'; choose one of "
-                         f"{list(PRESETS)}")
-    settings = PRESETS[preset]
-    keys = tuple(settings["methods"]) if methods is None else tuple(methods)
-    unknown = [k for k in keys if k not in registry.METHODS]
-    if unknown or not keys:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {list(registry.METHODS)}"
-                         if unknown else "no methods selected")
-    out = Path(out) if out is not None else Path("results") / f"noise-{preset}"
-    reproduce._check_out(out, force, _OUTPUTS)
+    settings, keys, out, log = reproduce.begin_run("noise", PRESETS, preset, methods, out,
+                                                   force, _OUTPUTS, log)
     command = command or f"lpd.evaluation.noise.run({preset!r})"
     started = time.perf_counter()
     setup = operators.get_setup(settings["setup"])

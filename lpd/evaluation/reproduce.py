@@ -540,6 +540,40 @@ def write_staged(out: Path, outputs: Sequence[str], write: Callable[[Path], Any]
     return _publish(out, stage, sorted(p.name for p in stage.iterdir()), outputs)
 
 
+def begin_run(experiment: str, presets: dict, preset: str, methods: Sequence[str] | None,
+              out: str | os.PathLike | None, force: bool, outputs: Sequence[str],
+              log: Callable[[str], Any] | None):
+    """The checks every experiment's ``run`` starts with.
+
+    Returns ``(settings, keys, out, log)``: the preset's settings, the method keys
+    (the preset's by default), the output directory (``results/<experiment>-<preset>``
+    by default, checked not to hold an earlier run unless ``force``) and a logger
+    (``print`` by default).
+
+    Raises
+    ------
+    ValueError
+        For an unknown preset or method, or no methods.
+    FileExistsError
+        If ``out`` holds the outputs of an earlier run and ``force`` is not set.
+    """
+    if log is None:
+        def log(line):
+            print(line, flush=True)
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r} for {experiment!r}; choose one of "
+                         f"{list(presets)}")
+    settings = presets[preset]
+    keys = tuple(settings["methods"]) if methods is None else tuple(methods)
+    unknown = [k for k in keys if k not in registry.METHODS]
+    if unknown or not keys:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(registry.METHODS)}"
+                         if unknown else "no methods selected")
+    out = Path(out) if out is not None else Path("results") / f"{experiment}-{preset}"
+    _check_out(out, force, outputs)
+    return settings, keys, out, log
+
+
 def _resolve_methods(methods: Sequence[str] | None, preset: dict) -> tuple[str, ...]:
     if methods is None:
         return tuple(preset["methods"])
