@@ -2,11 +2,14 @@
 
     python tools/tune_dip.py --setup ellipses
 
+    python tools/tune_dip.py --setup ellipses --tv-weight 1e-4 2e-4 4e-4 --overwrite
+
 Validation images: random ellipse phantoms with the set-up's noise (``--n-val``,
 seed ``--seed``: those of ``tools/tune_classical.py``). Each is reconstructed
 for ``--max-steps`` steps, its PSNR recorded every ``--every``; the step count
-with the best mean PSNR is written with the curves to
-``data/weights/<set-up>/dip.json`` (never replaced without ``--overwrite``).
+(and, with several ``--tv-weight`` values, the weight of the TV term) with the
+best mean PSNR is written with the curves to ``data/weights/<set-up>/dip.json``
+(never replaced without ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ def main(argv=None):
     p.add_argument("--max-steps", type=int, default=3000)
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--tv-weight", type=float, nargs="+", default=[0.0],
+                   help="weights of the TV term to compare (0: the plain deep image prior)")
     p.add_argument("--out", help="JSON file (default data/weights/<set-up>/dip.json)")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
@@ -41,19 +46,31 @@ def main(argv=None):
     data, truth = datasets.fixed_set(
         setup, datasets.RandomPhantoms("ellipses", tuple(setup.space.shape)), args.n_val,
         args.seed)
-    print(f"{args.setup}: {args.max_steps} steps on {len(truth)} validation phantoms",
-          flush=True)
+    print(f"{args.setup}: {args.max_steps} steps on {len(truth)} validation phantoms, "
+          f"TV weights {args.tv_weight}", flush=True)
     t0 = time.perf_counter()
-    curve = dip.iteration_curve(setup, data, truth, args.max_steps, args.every,
-                                learning_rate=args.learning_rate, log=print)
-    seconds = (time.perf_counter() - t0) / len(truth)
-    best = curve["best"]
-    mean = curve["mean"][curve["steps"].index(best)]
-    print(f"best mean validation PSNR {mean:.2f} dB at step {best} "
+    curves = {}
+    for weight in args.tv_weight:
+        print(f"tv_weight {weight:g}:", flush=True)
+        curves[weight] = dip.iteration_curve(setup, data, truth, args.max_steps, args.every,
+                                             learning_rate=args.learning_rate,
+                                             tv_weight=weight, log=print)
+    seconds = (time.perf_counter() - t0) / len(truth) / len(args.tv_weight)
+
+    def best_mean(weight):
+        curve = curves[weight]
+        return curve["mean"][curve["steps"].index(curve["best"])]
+
+    weight = max(args.tv_weight, key=best_mean)
+    curve, best, mean = curves[weight], curves[weight]["best"], best_mean(weight)
+    print(f"best mean validation PSNR {mean:.2f} dB at step {best}, tv_weight {weight:g} "
           f"({seconds:.0f} s per image for {args.max_steps} steps)")
-    params = {"n_iter": best, "learning_rate": args.learning_rate}
+    params = {"n_iter": best, "learning_rate": args.learning_rate, "tv_weight": weight}
     search = {"command": command, "n_images": len(truth), "seed": args.seed,
-              "criterion": "mean PSNR, data range 1", "seconds_per_image": seconds, **curve}
+              "criterion": "mean PSNR, data range 1", "seconds_per_image": seconds,
+              "tv_weight": weight, **curve,
+              "by_tv_weight": {f"{w:g}": {"best": c["best"], "best_mean": best_mean(w),
+                                          "mean": c["mean"]} for w, c in curves.items()}}
     print("wrote", dip.save_dip(args.setup, params, search, out, overwrite=args.overwrite))
 
 

@@ -9,6 +9,14 @@ regulariser (the network fits the image before the noise). That number is
 chosen on validation images (`iteration_curve`, ``tools/tune_dip.py``) and then
 fixed, never on the test image's ground truth.
 
+With ``tv_weight > 0`` the fit minimises the variational objective
+``0.5 ||A G_theta(z) - y||^2 + tv_weight * TV(G_theta(z))`` instead (DIP + TV, Baguer
+et al. 2020; ``TV`` isotropic as in `lpd.methods.classical.TVReconstructor`, whose
+weight carries over), and the reconstruction is the iterate with the lowest
+objective seen: an estimator defined by the data alone, which a loss spike of
+Adam cannot spoil. The generator then reparametrises TV's problem, and the step
+count matters less.
+
 It is slow by nature: every reconstruction trains a network. lpd reports its
 time per image, and `lpd reproduce` scores it on a few of the held-out samples
 only (`DIPReconstructor.max_held_out`).
@@ -35,7 +43,7 @@ from lpd.io import atomic_write, read_record, shipped
 from lpd.methods import classical
 from lpd.physics import operators
 
-__all__ = ["DIPReconstructor", "iteration_curve", "load_dip", "dip_path"]
+__all__ = ["DIPReconstructor", "iteration_curve", "load_dip", "dip_path", "total_variation"]
 
 def dip_path(setup_name: str, root: str | Path | None = None) -> Path:
     """``data/weights/<set-up>/dip.json``: the iteration count chosen for a set-up."""
@@ -57,6 +65,10 @@ class DIPReconstructor(classical.Reconstructor):
         Channels of the fixed random input ``z`` (uniform in [0, 0.1]).
     seed : int
         Seed of ``z`` and of the initial weights (the same for every image).
+    tv_weight : float
+        Weight of an isotropic total-variation term (0: the plain deep image prior,
+        whose result is the last iterate; > 0: DIP + TV, whose result is the iterate
+        of lowest objective).
     max_held_out : int
         How many held-out samples `lpd reproduce` scores it on.
     """
@@ -66,13 +78,17 @@ class DIPReconstructor(classical.Reconstructor):
 
     def __init__(self, setup, n_iter: int = 1000, learning_rate: float = 1e-3,
                  features: int = 16, depth: int = 3, input_channels: int = 8, seed: int = 0,
-                 *, max_held_out: int = 8, post_log: bool = False, training: str = ""):
+                 tv_weight: float = 0.0, *, max_held_out: int = 8, post_log: bool = False,
+                 training: str = ""):
         super().__init__(setup, post_log=post_log)
         if int(n_iter) < 1:
             raise ValueError(f"n_iter must be >= 1, got {n_iter}")
         if not (math.isfinite(learning_rate) and learning_rate > 0):
             raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
+        if not (math.isfinite(tv_weight) and tv_weight >= 0):
+            raise ValueError(f"tv_weight must be finite and >= 0, got {tv_weight}")
         self.n_iter, self.learning_rate = int(n_iter), float(learning_rate)
+        self.tv_weight = float(tv_weight)
         self.features, self.depth, self.input_channels = int(features), int(depth), int(
             input_channels)
         self.seed, self.max_held_out, self.training = int(seed), int(max_held_out), training
@@ -81,7 +97,8 @@ class DIPReconstructor(classical.Reconstructor):
     @property
     def params(self) -> dict:
         return {"n_iter": self.n_iter, "learning_rate": self.learning_rate,
-                "features": self.features, "depth": self.depth, **super().params}
+                "features": self.features, "depth": self.depth, "tv_weight": self.tv_weight,
+                **super().params}
 
     @property
     def n_parameters(self) -> int:
@@ -106,22 +123,49 @@ class DIPReconstructor(classical.Reconstructor):
         y = tf.constant(data[None, ..., None])
         optimizer = keras.optimizers.Adam(self.learning_rate)
 
+        tv_weight = tf.constant(self.tv_weight, tf.float32)
+
         @tf.function
         def step():
             with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(tf.square(op(generator(z)) - y))
+                image = generator(z)
+                loss = 0.5 * tf.reduce_sum(tf.square(op(image) - y))
+                if self.tv_weight > 0:
+                    loss += tv_weight * total_variation(image)
             grads = tape.gradient(loss, generator.trainable_variables)
             optimizer.apply_gradients(zip(grads, generator.trainable_variables, strict=True))
-            return loss
+            return loss, image  # the objective of the weights before this update, and their image
 
+        best, best_loss = None, math.inf
         for k in range(1, self.n_iter + 1):
-            step()
+            loss, image = step()
+            if self.tv_weight > 0 and float(loss) < best_loss:
+                best, best_loss = image, float(loss)
             if callback is not None and every and k % every == 0:
-                callback(k, generator(z).numpy()[0, ..., 0])
-        return generator(z).numpy()[0, ..., 0].astype(np.float32)
+                callback(k, self._result(generator, z, best))
+        return self._result(generator, z, best)
+
+    def _result(self, generator, z, best) -> np.ndarray:
+        image = best if self.tv_weight > 0 and best is not None else generator(z)
+        return image.numpy()[0, ..., 0].astype(np.float32)
 
     def _reconstruct(self, data: np.ndarray) -> np.ndarray:
         return self.fit(data)
+
+
+def total_variation(image, eps: float = 1e-6):
+    """Isotropic TV of a batch ``(n, h, w, 1)`` (summed), with the forward differences of
+    `lpd.methods.classical.gradient`; ``eps`` smooths the norm at zero so that the
+    gradient stays finite."""
+    import tensorflow as tf
+
+    dx = image[:, 1:, :-1, :] - image[:, :-1, :-1, :]
+    dy = image[:, :-1, 1:, :] - image[:, :-1, :-1, :]
+    # the last row and column have one difference each (the other is zero)
+    last_row = tf.abs(image[:, -1, 1:, :] - image[:, -1, :-1, :])
+    last_col = tf.abs(image[:, 1:, -1, :] - image[:, :-1, -1, :])
+    return (tf.reduce_sum(tf.sqrt(dx * dx + dy * dy + eps * eps)) + tf.reduce_sum(last_row)
+            + tf.reduce_sum(last_col))
 
 
 def _ray_trafo_face(setup):
@@ -178,7 +222,9 @@ def load_dip(setup, path: str | Path | None = None, *,
     record = read_record(path, what="deep-image-prior settings", setup=setup.config.name,
                          make=f"python tools/tune_dip.py --setup {setup.config.name}")
     search = record["search"]
-    training = (f"untrained; {record['params']['n_iter']} steps per image, chosen on "
+    params = record["params"]
+    tv = f" with a TV term of weight {params['tv_weight']:.3g}" if params.get("tv_weight") else ""
+    training = (f"untrained; {params['n_iter']} steps per image{tv}, chosen on "
                 f"{search['n_images']} validation images")
     if log is not None:
         log(f"  dip: {record['params']} ({training})")
