@@ -39,3 +39,40 @@ def test_fit_gap_scores_each_split_of_the_head_ct(capsys):
 def test_fit_gap_refuses_models_without_a_finite_training_set(capsys):
     assert _script("fit_gap").main(["ellipses/lpd"]) == 1
     assert "finite training set" in capsys.readouterr().err
+
+
+def _fake_run(root: Path, *, batch: int, steps: list[int], times: list[float], init=None):
+    import json
+
+    (root / "checkpoints" / f"step-{steps[-1]:08d}").mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({
+        "batch_size": batch, "steps": 1000, "setup": "ellipses", "validation_every": 10,
+        "network": {"method": "lpd"}}))
+    (root / "checkpoints" / "index.json").write_text(json.dumps({
+        "latest": f"step-{steps[-1]:08d}", "best_psnr": 30.0, "best_step": steps[-1]}))
+    state = {"step": steps[-1], "init": init}
+    (root / "checkpoints" / f"step-{steps[-1]:08d}" / "state.json").write_text(
+        json.dumps(state))
+    (root / "history.jsonl").write_text("".join(
+        json.dumps({"step": s, "psnr": 20.0 + s / 100, "learning_rate": 1e-3, "time": t}) + "\n"
+        for s, t in zip(steps, times, strict=True)))
+
+
+def test_run_status_counts_samples_through_starts_and_rates_the_last_sitting(tmp_path, capsys):
+    run_status = _script("run_status")
+    start = tmp_path / "start"
+    # 30 steps at batch 2 from weights that had seen 7 samples
+    _fake_run(start, batch=2, steps=[0, 10, 20, 30], times=[0, 10, 20, 30],
+              init={"samples": 7})
+    (start / "state.json").write_text((start / "checkpoints" / "step-00000030" /
+                                       "state.json").read_text())
+    run = tmp_path / "run"
+    # 10 s per step, stopped for an hour after step 20, then 20 s per step
+    _fake_run(run, batch=5, steps=[0, 10, 20, 30, 40], times=[0, 100, 200, 3800, 4000],
+              init={"source": str(start), "sha256": "x"})
+    assert run_status.main([str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "step 40 of 1000 at batch 5; samples seen 267 (with the start's)" in out  # 200 + 67
+    assert "rate: 180 steps/h = 900 samples/h (steps 30-40)" in out
+    assert "validation: 0:20.00, 10:20.10, 20:20.20, 30:20.30, 40:20.40" in out
+    assert run_status.main([str(tmp_path)]) == 2
