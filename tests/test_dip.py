@@ -95,3 +95,22 @@ def test_dip_with_tv_returns_its_lowest_objective_iterate(case):
     assert not np.allclose(plain(data), image)
     with pytest.raises(ValueError, match="tv_weight"):
         dip.DIPReconstructor(setup, tv_weight=-1.0)
+
+
+def test_patience_halves_the_step_when_the_objective_stalls(case):
+    setup, _, data = case
+    settings = dict(n_iter=30, learning_rate=5e-2, features=4, depth=2, tv_weight=1e-3)
+    steady = dip.DIPReconstructor(setup, **settings)
+    steady.fit(data)
+    assert steady.final_learning_rate == pytest.approx(5e-2)
+    patient = dip.DIPReconstructor(setup, patience=1, **settings)
+    image = patient.fit(data)
+    assert patient.final_learning_rate < 5e-2 and patient.params["patience"] == 1
+    # the rule looks back only: the first steps of a longer run are a shorter run
+    short = dip.DIPReconstructor(setup, patience=1, **{**settings, "n_iter": 20})
+    seen = {}
+    patient.fit(data, 20, lambda k, x: seen.setdefault(k, x))
+    np.testing.assert_allclose(short.fit(data), seen[20], atol=1e-5)
+    assert image.shape == (64, 64)
+    with pytest.raises(ValueError, match="patience"):
+        dip.DIPReconstructor(setup, patience=-1)

@@ -35,6 +35,9 @@ def main(argv=None):
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--tv-weight", type=float, nargs="+", default=[0.0],
                    help="weights of the TV term to compare (0: the plain deep image prior)")
+    p.add_argument("--patience", type=int, default=0,
+                   help="halve the learning rate after this many steps without a new low of "
+                        "the objective (0: constant)")
     p.add_argument("--out", help="JSON file (default data/weights/<set-up>/dip.json)")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
@@ -54,7 +57,8 @@ def main(argv=None):
         print(f"tv_weight {weight:g}:", flush=True)
         curves[weight] = dip.iteration_curve(setup, data, truth, args.max_steps, args.every,
                                              learning_rate=args.learning_rate,
-                                             tv_weight=weight, log=print)
+                                             tv_weight=weight, patience=args.patience,
+                                             log=print)
     seconds = (time.perf_counter() - t0) / len(truth) / len(args.tv_weight)
 
     def best_mean(weight):
@@ -65,7 +69,8 @@ def main(argv=None):
     curve, best, mean = curves[weight], curves[weight]["best"], best_mean(weight)
     print(f"best mean validation PSNR {mean:.2f} dB at step {best}, tv_weight {weight:g} "
           f"({seconds:.0f} s per image for {args.max_steps} steps)")
-    params = {"n_iter": best, "learning_rate": args.learning_rate, "tv_weight": weight}
+    params = {"n_iter": best, "learning_rate": args.learning_rate, "tv_weight": weight,
+              "patience": args.patience}
     search = {"command": command, "n_images": len(truth), "seed": args.seed,
               "criterion": "mean PSNR, data range 1", "seconds_per_image": seconds,
               "tv_weight": weight, **curve,

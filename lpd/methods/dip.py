@@ -69,6 +69,11 @@ class DIPReconstructor(classical.Reconstructor):
         Weight of an isotropic total-variation term (0: the plain deep image prior,
         whose result is the last iterate; > 0: DIP + TV, whose result is the iterate
         of lowest objective).
+    patience : int
+        Halve the learning rate whenever the objective has not reached a new low for
+        this many steps (0: a constant rate). The rule looks only at the past, so a
+        run of ``k`` steps is the start of any longer one and the step count can
+        still be chosen on one long curve.
     max_held_out : int
         How many held-out samples `lpd reproduce` scores it on.
     """
@@ -78,8 +83,8 @@ class DIPReconstructor(classical.Reconstructor):
 
     def __init__(self, setup, n_iter: int = 1000, learning_rate: float = 1e-3,
                  features: int = 16, depth: int = 3, input_channels: int = 8, seed: int = 0,
-                 tv_weight: float = 0.0, *, max_held_out: int = 8, post_log: bool = False,
-                 training: str = ""):
+                 tv_weight: float = 0.0, patience: int = 0, *, max_held_out: int = 8,
+                 post_log: bool = False, training: str = ""):
         super().__init__(setup, post_log=post_log)
         if int(n_iter) < 1:
             raise ValueError(f"n_iter must be >= 1, got {n_iter}")
@@ -89,6 +94,9 @@ class DIPReconstructor(classical.Reconstructor):
             raise ValueError(f"tv_weight must be finite and >= 0, got {tv_weight}")
         self.n_iter, self.learning_rate = int(n_iter), float(learning_rate)
         self.tv_weight = float(tv_weight)
+        if int(patience) != patience or patience < 0:
+            raise ValueError(f"patience must be a whole number >= 0, got {patience}")
+        self.patience = int(patience)
         self.features, self.depth, self.input_channels = int(features), int(depth), int(
             input_channels)
         self.seed, self.max_held_out, self.training = int(seed), int(max_held_out), training
@@ -98,7 +106,7 @@ class DIPReconstructor(classical.Reconstructor):
     def params(self) -> dict:
         return {"n_iter": self.n_iter, "learning_rate": self.learning_rate,
                 "features": self.features, "depth": self.depth, "tv_weight": self.tv_weight,
-                **super().params}
+                "patience": self.patience, **super().params}
 
     @property
     def n_parameters(self) -> int:
@@ -136,13 +144,21 @@ class DIPReconstructor(classical.Reconstructor):
             optimizer.apply_gradients(zip(grads, generator.trainable_variables, strict=True))
             return loss, image  # the objective of the weights before this update, and their image
 
-        best, best_loss = None, math.inf
+        best, best_loss, since = None, math.inf, 0
         for k in range(1, self.n_iter + 1):
             loss, image = step()
-            if self.tv_weight > 0 and float(loss) < best_loss:
-                best, best_loss = image, float(loss)
+            if float(loss) < best_loss:
+                best_loss, since = float(loss), 0
+                if self.tv_weight > 0:
+                    best = image
+            else:
+                since += 1
+                if self.patience and since >= self.patience:
+                    optimizer.learning_rate.assign(optimizer.learning_rate * 0.5)
+                    since = 0
             if callback is not None and every and k % every == 0:
                 callback(k, self._result(generator, z, best))
+        self.final_learning_rate = float(optimizer.learning_rate.numpy())
         return self._result(generator, z, best)
 
     def _result(self, generator, z, best) -> np.ndarray:
