@@ -70,10 +70,12 @@ class DIPReconstructor(classical.Reconstructor):
         whose result is the last iterate; > 0: DIP + TV, whose result is the iterate
         of lowest objective).
     patience : int
-        Halve the learning rate whenever the objective has not reached a new low for
-        this many steps (0: a constant rate). The rule looks only at the past, so a
-        run of ``k`` steps is the start of any longer one and the step count can
-        still be chosen on one long curve.
+        Whenever the objective has not reached a new low for this many steps, go
+        back to the weights of the lowest objective and halve the learning rate
+        (the backtracking of Ulyanov et al.'s code after a loss spike; 0: a
+        constant rate, no going back). The rule looks only at the past, so a run of
+        ``k`` steps is the start of any longer one and the step count can still be
+        chosen on one long curve.
     max_held_out : int
         How many held-out samples `lpd reproduce` scores it on.
     """
@@ -133,29 +135,52 @@ class DIPReconstructor(classical.Reconstructor):
 
         tv_weight = tf.constant(self.tv_weight, tf.float32)
 
+        weights = generator.trainable_variables
+        saved = [tf.Variable(w, trainable=False) for w in weights] if self.patience else []
+
         @tf.function
-        def step():
+        def gradient():
             with tf.GradientTape() as tape:
                 image = generator(z)
                 loss = 0.5 * tf.reduce_sum(tf.square(op(image) - y))
                 if self.tv_weight > 0:
                     loss += tv_weight * total_variation(image)
-            grads = tape.gradient(loss, generator.trainable_variables)
-            optimizer.apply_gradients(zip(grads, generator.trainable_variables, strict=True))
-            return loss, image  # the objective of the weights before this update, and their image
+            return loss, image, tape.gradient(loss, weights)
+
+        @tf.function
+        def apply(grads):
+            optimizer.apply_gradients(zip(grads, weights, strict=True))
+
+        @tf.function
+        def save():
+            for source, target in zip(weights, saved, strict=True):
+                target.assign(source)
+
+        @tf.function
+        def restore():
+            for source, target in zip(saved, weights, strict=True):
+                target.assign(source)
 
         best, best_loss, since = None, math.inf, 0
         for k in range(1, self.n_iter + 1):
-            loss, image = step()
+            # the objective of the current weights, and their image
+            loss, image, grads = gradient()
+            backtrack = False
             if float(loss) < best_loss:
                 best_loss, since = float(loss), 0
                 if self.tv_weight > 0:
                     best = image
+                if self.patience:
+                    save()
             else:
                 since += 1
                 if self.patience and since >= self.patience:
+                    # back to the weights of the lowest objective, with half the step
+                    restore()
                     optimizer.learning_rate.assign(optimizer.learning_rate * 0.5)
-                    since = 0
+                    since, backtrack = 0, True
+            if not backtrack:
+                apply(grads)
             if callback is not None and every and k % every == 0:
                 callback(k, self._result(generator, z, best))
         self.final_learning_rate = float(optimizer.learning_rate.numpy())
