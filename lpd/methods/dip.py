@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from lpd import metrics
+from lpd.config import check_positive
 from lpd.io import atomic_write, read_record, shipped
 from lpd.methods import classical
 from lpd.physics import operators
@@ -88,10 +89,8 @@ class DIPReconstructor(classical.Reconstructor):
                  tv_weight: float = 0.0, patience: int = 0, *, max_held_out: int = 8,
                  post_log: bool = False, training: str = ""):
         super().__init__(setup, post_log=post_log)
-        if int(n_iter) < 1:
-            raise ValueError(f"n_iter must be >= 1, got {n_iter}")
-        if not (math.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
+        self.n_iter, self.learning_rate = n_iter, learning_rate
+        check_positive(self, integers=("n_iter",), reals=("learning_rate",))
         if not (math.isfinite(tv_weight) and tv_weight >= 0):
             raise ValueError(f"tv_weight must be finite and >= 0, got {tv_weight}")
         self.n_iter, self.learning_rate = int(n_iter), float(learning_rate)
@@ -133,8 +132,6 @@ class DIPReconstructor(classical.Reconstructor):
         y = tf.constant(data[None, ..., None])
         optimizer = keras.optimizers.Adam(self.learning_rate)
 
-        tv_weight = tf.constant(self.tv_weight, tf.float32)
-
         weights = generator.trainable_variables
         saved = [tf.Variable(w, trainable=False) for w in weights] if self.patience else []
 
@@ -144,7 +141,7 @@ class DIPReconstructor(classical.Reconstructor):
                 image = generator(z)
                 loss = 0.5 * tf.reduce_sum(tf.square(op(image) - y))
                 if self.tv_weight > 0:
-                    loss += tv_weight * total_variation(image)
+                    loss += self.tv_weight * total_variation(image)
             return loss, image, tape.gradient(loss, weights)
 
         @tf.function
