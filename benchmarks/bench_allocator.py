@@ -96,8 +96,9 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     for name, value in ALLOCATORS.items():
         env = {**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": value, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        done = subprocess.run([sys.executable, __file__, "--child", "--repeats",
-                               str(args.repeats), "--cases", args.cases], env=env, capture_output=True, text=True)
+        command = [sys.executable, __file__, "--child", "--repeats", str(args.repeats),
+                   "--cases", args.cases]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"the {name} child failed:\n{done.stderr[-3000:]}")
         results[name] = [json.loads(line) for line in done.stdout.splitlines()

@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
                     + ") on the paper's test case and a held-out set, and write "
                     "results.csv, results.md, figures and run.json into --out.")
     reproduce.add_argument("experiment",
-                           help="'ellipses', 'human', 'mri', 'noise' or 'limit'")
+                           help="'ellipses', 'ellipses_small' (64 x 64, with AUTOMAP), 'human', "
+                                "'mri', 'noise' or 'limit'")
     reproduce.add_argument("--preset", default="default",
                            help="'default' (shipped weights, 100+ held-out samples), 'quick' "
                                 "(a few samples) or 'paper' (the paper's training schedule; "

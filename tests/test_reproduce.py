@@ -319,11 +319,35 @@ def test_train_flag_trains_resumably_into_out(tmp_path, quick, monkeypatch):
     assert any("resuming" in line for line in lines)
 
 
+def test_a_method_too_large_to_ship_is_trained_into_out_without_the_train_flag(tmp_path,
+                                                                               monkeypatch):
+    spec = reproduce.EXPERIMENTS["ellipses_small"]
+    assert "automap" in spec.presets["default"]["trained_here"]
+    preset = dict(spec.presets["quick"], held_out={"images": "ellipses", "n": 2, "seed": 5},
+                  training={"preset": "tiny", "schedules": {"automap": {"steps": 2}}})
+    monkeypatch.setitem(reproduce.EXPERIMENTS, "ellipses_small", dataclasses.replace(
+        spec, presets=dict(spec.presets, quick=preset)))
+    out = tmp_path / "run"
+    lines = []
+    rows = reproduce.run("ellipses_small", "quick", out, methods=["automap"],
+                         log=lines.append)
+    assert (out / "training" / "automap" / "config.json").is_file()
+    assert any("too large to ship" in line for line in lines)
+    from lpd.methods.networks import automap_parameters
+
+    setup = operators.get_setup("ellipses_small")
+    data_size = int(np.prod(setup.operator.range.shape))
+    assert rows[0].parameters == automap_parameters(data_size, 64 * 64, features=4)
+    assert rows[0].training.endswith("of 2, batch 2, seed 1")
+
+
 def test_shipped_weights_of_the_default_presets_load_and_say_how_they_were_made():
     root = training.default_weights_dir()
     for name, experiment in reproduce.EXPERIMENTS.items():
         settings = experiment.presets["default"]
-        for key in set(settings["methods"]) & set(reproduce.LEARNED):
+        shipped_keys = (set(settings["methods"]) & set(reproduce.LEARNED)
+                        - set(settings.get("trained_here", ())))
+        for key in shipped_keys:
             directory = root / settings["weights"] / key
             model = training.load_pretrained(f"{settings['weights']}/{key}")
             assert model.count_params() > 0
