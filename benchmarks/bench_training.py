@@ -1,7 +1,8 @@
 """Speed and memory of training and reconstruction for each learned method.
 
 Prints, in one run, for each model (LGD, Learned Primal, LPD, FBP + U-Net at the
-papers' sizes, and the U-Net of the ``quick`` preset) at batch 1 and 5 on the
+papers' sizes, and the U-Net of the ``quick`` preset; AUTOMAP with ``--models
+automap``) at batch 1 and 5 on the
 ellipse set-up (128 x 128, 30 angles):
 
 - ``precision``: what the convolutions compute in (`lpd.networks.set_precision`);
@@ -54,7 +55,10 @@ MODELS = {
     "unet-quick": NetworkConfig(method="unet",
                                 **training.PRESETS["quick"]["network"]["unet"]),
     "unet": NetworkConfig(method="unet"),
+    # 358.5 million parameters at 128 x 128 (7 GiB to train): only when asked for.
+    "automap": NetworkConfig(method="automap"),
 }
+DEFAULT_MODELS = ("lgd", "lp", "lpd", "unet-quick", "unet")
 
 
 class StandIn:
@@ -132,13 +136,18 @@ def recon_seconds(network: NetworkConfig, operator, batch: int, repeats: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help=f"comma-separated, of {', '.join(MODELS)} (automap only when "
+                             "named: it takes minutes and 7 GiB)")
     parser.add_argument("--batches", default="1,5")
     parser.add_argument("--precisions", default="float32,bfloat16")
     args = parser.parse_args()
     precisions = [p for p in args.precisions.split(",") if p]
     models = [m for m in args.models.split(",") if m]
     batches = [int(b) for b in args.batches.split(",")]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
 
     setup = operators.get_setup("ellipses")
     operator = lpd.as_tf_operator(setup.operator)
