@@ -42,37 +42,21 @@ CASES = (("lpd", "ellipses", 1), ("lpd", "ellipses", 5), ("automap", "ellipses_s
 def _child(repeats: int, cases) -> None:
     """Time every case in this process; print one JSON line per case."""
     import resource
-    import statistics
-    import time
 
-    import keras
-    import numpy as np
-    import tensorflow as tf
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_training import median_seconds, train_step
 
-    from lpd import training
     from lpd.config import NetworkConfig
 
     for method, setup, batch in cases:
-        keras.utils.set_random_seed(0)
-        model = training.build_model(NetworkConfig(method=method), setup)
-        optimizer = keras.optimizers.Adam(1e-3, beta_2=0.99)
-        optimizer.build(model.trainable_variables)
-        step = training.make_train_step(model, optimizer, batch)
-        operator = model.operator
-        rng = np.random.default_rng(0)
-        data = tf.constant(rng.standard_normal((batch, *operator.range_shape, 1)), tf.float32)
-        images = tf.constant(rng.random((batch, *operator.domain_shape, 1)), tf.float32)
-        for _ in range(2):
-            float(step(data, images)[0])
+        step = train_step(NetworkConfig(method=method), batch, setup)
+        for _ in range(2):  # warm-up: tracing, and the first allocations
+            step()
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            float(step(data, images)[0])
-            times.append(time.perf_counter() - start)
+        seconds = median_seconds(step, repeats, warmup=0)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         print(json.dumps({"method": method, "setup": setup, "batch": batch,
-                          "step_s": statistics.median(times),
+                          "step_s": seconds,
                           "faults_per_step": (usage.ru_minflt - faults) / repeats,
                           "peak_mib": usage.ru_maxrss / 1024}), flush=True)
 

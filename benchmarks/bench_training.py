@@ -110,18 +110,30 @@ def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def step_seconds(network: NetworkConfig, operator, batch: int, repeats: int,
-                 precision: str = "float32") -> float:
+def train_step(network: NetworkConfig, batch: int, setup: str = "ellipses", operator=None,
+               precision: str = "float32"):
+    """One training step of `lpd.training` (forward, gradient, clipping, Adam) on a fixed
+    random batch, for a fresh model of ``network`` on ``setup``: a function to time.
+
+    ``operator`` replaces the set-up's ray transform (the stand-in of the table).
+    """
     keras.utils.set_random_seed(0)
-    model = training.build_model(network, "ellipses", operator=operator)
+    model = training.build_model(network, setup, operator=operator)
     networks.set_precision(model, precision)
     optimizer = keras.optimizers.Adam(1e-3, beta_2=0.99)
     optimizer.build(model.trainable_variables)
     step = training.make_train_step(model, optimizer, batch)
+    shapes = model.operator
     rng = np.random.default_rng(0)
-    data = tf.constant(rng.standard_normal((batch, *operator.range_shape, 1)), tf.float32)
-    images = tf.constant(rng.random((batch, *operator.domain_shape, 1)), tf.float32)
-    return median_seconds(lambda: float(step(data, images)[0]), repeats)
+    data = tf.constant(rng.standard_normal((batch, *shapes.range_shape, 1)), tf.float32)
+    images = tf.constant(rng.random((batch, *shapes.domain_shape, 1)), tf.float32)
+    return lambda: float(step(data, images)[0])
+
+
+def step_seconds(network: NetworkConfig, operator, batch: int, repeats: int,
+                 precision: str = "float32") -> float:
+    return median_seconds(train_step(network, batch, operator=operator, precision=precision),
+                          repeats)
 
 
 def recon_seconds(network: NetworkConfig, operator, batch: int, repeats: int,

@@ -90,3 +90,41 @@ def test_the_bridge_applies_the_projector():
                                       proj.forward(x))
         np.testing.assert_array_equal(op(tf.constant(x[:1, ..., None])).numpy()[..., 0],
                                       proj.forward(x[0])[None])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+def test_a_batch_product_on_row_blocks_is_bit_identical_and_its_way_is_measured(threads, rng):
+    import scipy.sparse as sp
+
+    from lpd.physics.projector import _RowBlocks
+
+    dense_matrix = sp.random(50, 40, density=0.2, dtype=np.float32, random_state=1).toarray()
+    dense_matrix[7] = 0  # an empty row
+    matrix = sp.csr_matrix(dense_matrix)
+    blocks = _RowBlocks(matrix, threads)
+    if threads > 1:
+        assert len(blocks.blocks) == threads
+        assert sum(b.shape[0] for b in blocks.blocks) == 50
+        assert sum(b.nnz for b in blocks.blocks) == matrix.nnz
+        # Views of the matrix's arrays, not copies.
+        assert all(np.shares_memory(b.data, matrix.data) for b in blocks.blocks)
+    dense = rng.standard_normal((40, 5)).astype(np.float32)
+    expected = matrix @ dense
+    for _ in range(2 * _RowBlocks.trials + 2):
+        out = blocks.times(dense)
+        assert out.dtype == np.float32 and np.array_equal(out, expected)
+    assert np.array_equal(blocks._split(dense) if threads > 1 else expected, expected)
+    if threads > 1:
+        assert set(blocks.choice) == {5}
+        assert all(len(t) == _RowBlocks.trials for t in blocks.timings[5].values())
+    else:
+        assert blocks.choice == {}
+
+
+def test_the_product_s_threads_follow_omp_num_threads(monkeypatch):
+    from lpd.physics.projector import _threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert _threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert _threads() >= 1
