@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what the convolutions compute in; weights, state, operator "
                             "and loss stay float32. 'auto' (the default) takes bfloat16 "
                             "only on a CPU with native bfloat16 (AMX, AVX512_BF16) where it "
-                            "measured faster")
+                            "measured faster; may change on --resume (the run goes on in "
+                            "the new precision)")
     train.add_argument("--validation-every", type=int, metavar="STEPS",
                        help="validate (PSNR, SSIM, best checkpoint) every STEPS steps "
                             "(default: the preset's; may change on --resume)")

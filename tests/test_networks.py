@@ -186,7 +186,13 @@ def test_named_models_refuse_contradicting_settings(op):
         networks.UnrolledReconstructor(op, dual_step="residual", n_dual=5)
 
 
-def test_fast_convolution_gradients_equal_keras(op):
+@pytest.mark.parametrize("way", ["tensorflow", "turned", "turned-matmul"])
+def test_fast_convolution_gradients_equal_keras_every_way(op, way, monkeypatch):
+    from lpd.methods.networks import layers
+
+    assert way in layers.GRADIENTS
+    monkeypatch.setattr(layers, "_WAYS", {})
+    monkeypatch.setattr(layers, "_measure_way", lambda shape, cout: way)
     x = tf.random.stateless_normal((2, 12, 10, 32), seed=(7, 8))
     for filters in (5, 32):
         ours = networks._Conv2D(filters, 3, padding="same")
@@ -204,6 +210,40 @@ def test_fast_convolution_gradients_equal_keras(op):
                           tape.gradient(lb, [x, *ref.trainable_variables]), strict=True):
             np.testing.assert_allclose(ga.numpy(), gb.numpy(), rtol=1e-4,
                                        atol=1e-4 * float(np.abs(gb.numpy()).max()))
+    assert networks.gradient_ways() == {"2,12,10,32,5": way, "2,12,10,32,32": way}
+
+
+def test_the_gradient_way_is_measured_once_per_shape_and_can_be_set(monkeypatch):
+    from lpd.methods.networks import layers
+
+    monkeypatch.setattr(layers, "_WAYS", {})
+    calls = []
+
+    def measure(shape, cout):
+        calls.append((shape, cout))
+        return "tensorflow"
+
+    monkeypatch.setattr(layers, "_measure_way", measure)
+    assert layers.gradient_way((5, 8, 8, 32), 32) == "tensorflow"
+    assert layers.gradient_way(tf.TensorShape([5, 8, 8, 32]), 32) == "tensorflow"
+    assert calls == [((5, 8, 8, 32), 32)]
+    # A shape unknown at trace time takes the default without measuring.
+    assert layers.gradient_way((None, 8, 8, 32), 32) == "turned-matmul"
+    assert layers.gradient_way((None, 8, 8, 6), 32) == "turned"
+    assert len(calls) == 1
+    networks.set_gradient_ways({"1,4,4,6,5": "turned-matmul"})
+    assert layers.gradient_way((1, 4, 4, 6), 5) == "turned-matmul"
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="unknown gradient way"):
+        networks.set_gradient_ways({"1,4,4,6,5": "fastest"})
+
+
+def test_measuring_keeps_the_default_way_unless_another_is_clearly_faster(monkeypatch):
+    from lpd.methods.networks import layers
+
+    way = layers._measure_way((1, 6, 6, 4), 3, repeats=1, margin=10.0)  # nothing is 10x
+    assert way == "turned"
+    assert layers._measure_way((1, 6, 6, 4), 3, repeats=1, margin=0.0) in layers.GRADIENTS
 
 
 def test_prelu_equals_keras():

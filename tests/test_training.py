@@ -163,19 +163,33 @@ def test_resume_refuses_a_different_configuration(tmp_path):
                        data=data, validation=validation, log=_quiet)
 
 
-def test_interrupt_saves_and_resume_continues(tmp_path):
+def test_interrupt_saves_and_resume_continues(tmp_path, monkeypatch):
+    from lpd.methods.networks import layers
+
+    monkeypatch.setattr(layers, "_WAYS", dict(layers._WAYS))  # the ways set below stay here
     data, validation = _stream(interrupt_at=3)
     lines = []
-    result = training.train(_config(), tmp_path, data=data, validation=validation,
-                            log=lines.append)
+    result = training.train(_config(precision="float32"), tmp_path, data=data,
+                            validation=validation, log=lines.append)
     assert result.status == "interrupted" and result.step == 4
     assert (tmp_path / "checkpoints" / "step-00000004" / "state.json").exists()
     assert any("SIGINT" in line for line in lines)
+    # The resumed run computes the gradients the way the checkpoint says it did.
+    from lpd.methods import networks
+
+    state_path = tmp_path / "checkpoints" / "step-00000004" / "state.json"
+    state = json.loads(state_path.read_text())
+    # How each convolution's gradient was computed (float32 only), for a bit-exact resume.
+    assert state["gradient_ways"] and set(state["gradient_ways"].values()) <= set(
+        layers.GRADIENTS)
+    saved = {key: "tensorflow" for key in state["gradient_ways"]}
+    state_path.write_text(json.dumps({**state, "gradient_ways": saved}))
     data, _ = _stream()
     # The configuration is read back from the run directory.
     result = training.train(None, tmp_path, resume=True, data=data, validation=validation,
                             log=_quiet)
     assert result.status == "completed" and result.step == 6
+    assert saved and all(networks.gradient_ways()[key] == "tensorflow" for key in saved)
 
 
 def test_resume_after_a_crash_during_a_checkpoint_write(tmp_path):
@@ -249,7 +263,8 @@ def test_export_and_load_pretrained(tmp_path):
                             log=_quiet)
     weights = tmp_path / "weights"
     training.export_weights(run, weights / "ellipses_small" / "lp")
-    model = training.load_pretrained("ellipses_small/lp", weights)
+    # float32 on both sides: "auto" may take bfloat16 on a CPU with native bfloat16.
+    model = training.load_pretrained("ellipses_small/lp", weights, precision="float32")
     best = training.load_checkpoint(run, "best")
     y = validation[0][:1]
     np.testing.assert_array_equal(model(y).numpy(), best(y).numpy())
@@ -377,12 +392,20 @@ def test_load_pretrained_says_when_nothing_is_shipped(tmp_path):
 
 
 def test_the_precision_used_is_recorded_and_a_bad_one_refused(tmp_path):
-    data, validation = _stream()
-    training.train(_config("lp", steps=2, precision="bfloat16"), tmp_path / "run", data=data,
+    data, validation = _stream(interrupt_at=1)
+    training.train(_config("lp", steps=4, precision="bfloat16"), tmp_path / "run", data=data,
                    validation=validation, log=_quiet)
     states = [json.loads(p.read_text())
               for p in (tmp_path / "run" / "checkpoints").glob("*/state.json")]
     assert states and all(state["precision"] == "bfloat16" for state in states)
+    # A run may go on in another precision (say, once bfloat16 is known to be as good).
+    data, _ = _stream()
+    lines = []
+    result = training.train(_config("lp", steps=4, precision="float32"), tmp_path / "run",
+                            resume=True, data=data, validation=validation, log=lines.append)
+    assert result.status == "completed" and result.step == 4
+    assert any("computed its convolutions in bfloat16 until step" in line
+               and "goes on in float32" in line for line in lines), lines
     with pytest.raises(ValueError, match="precision must be one of"):
         _config(precision="half")
 
@@ -460,10 +483,11 @@ def test_training_on_two_logical_cpu_devices():
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     """, _PRELUDE, """
     data, validation = _stream()
-    config = _config(steps=3, distribute="mirrored")
+    # float32: "auto" may take bfloat16, whose rounding differs with the batch per device.
+    config = _config(steps=3, distribute="mirrored", precision="float32")
     two = training.train(config, out + "/two", data=data, validation=validation, log=_quiet)
-    one = training.train(_config(steps=3, distribute="none"), out + "/one", data=data,
-                         validation=validation, log=_quiet)
+    one = training.train(_config(steps=3, distribute="none", precision="float32"),
+                         out + "/one", data=data, validation=validation, log=_quiet)
     a, b = two.model.get_weights(), one.model.get_weights()
     diff = max(float(np.abs(x - y).max() / (np.abs(y).max() + 1e-12))
                for x, y in zip(a, b, strict=True))

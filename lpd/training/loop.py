@@ -92,9 +92,11 @@ from lpd.training.weights import init_source, samples_seen
 __all__ = ["TrainResult", "NonFiniteLossError", "train", "make_train_step"]
 
 # Fields that may differ between a run and its resumption: they change what is
-# logged or kept, not the weights.
+# logged or kept, or the rounding of the weights (the precision of the
+# convolutions, which "auto" may resolve differently on another machine), not the
+# maths of the run.
 _RESUME_FREE = frozenset({"validation_every", "checkpoint_every", "log_every",
-                          "keep_checkpoints", "distribute"})
+                          "keep_checkpoints", "distribute", "precision"})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -520,7 +522,8 @@ class _Run:
 
     ``state`` is what a checkpoint saves besides the weights: the step, the
     batches drawn from the data stream, the best validation so far, the
-    training time, the starting weights and the precision.
+    training time, the starting weights, the precision and the convolutions'
+    gradient ways.
     """
 
     def __init__(self, config, out, setup, model, optimizer, schedule, state, history,
@@ -574,7 +577,7 @@ class _Run:
 
         state = {"step": 0, "batches": 0, "best_psnr": -math.inf, "best": None,
                  "best_step": None, "training_seconds": 0.0, "init": None,
-                 "precision": precision}
+                 "precision": precision, "gradient_ways": {}}
         if latest is not None:
             cls._restore(latest, saved_state, model, optimizer, state, precision, config, log)
             log(f"resuming {out} from {latest.name} (step {state['step']} of {config.steps})")
@@ -612,6 +615,9 @@ class _Run:
                 f"{state['step']} and goes on in {precision} (precision={config.precision!r} "
                 "on this machine): the resumed run is not bit-exact with an uninterrupted one")
         state["precision"] = precision
+        # The convolutions' gradients the way the run computed them before, so that
+        # the resumed run is bit-exact (ways are read when the step is traced).
+        networks.set_gradient_ways(state["gradient_ways"])
         if int(optimizer.iterations.numpy()) != state["step"]:
             raise WeightsError(f"{latest}: optimizer at step {int(optimizer.iterations.numpy())}"
                                f" but checkpoint at step {state['step']}")
@@ -650,6 +656,7 @@ class _Run:
         if record is not None and record["psnr"] > state["best_psnr"]:
             state.update(best_psnr=record["psnr"], best_step=step,
                          best=checkpoint_name(step))
+        state["gradient_ways"] = networks.gradient_ways()
         snapshot = dict(state, validation=record, config_hash=_sha_text(self.config_json))
         if not math.isfinite(snapshot["best_psnr"]):
             snapshot["best_psnr"] = None  # JSON has no infinities

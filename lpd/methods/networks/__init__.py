@@ -46,7 +46,8 @@ Modules. The package is split by concept; every name below is importable from
 - `lpd.methods.networks.automap`: `Automap`, `automap_parameters`.
 - `lpd.methods.networks.fbp`: `FilteredBackProjection`.
 - `lpd.methods.networks.layers`: the fast 3x3 convolution, PReLU and the
-  convolution blocks the models are built of.
+  convolution blocks the models are built of; `gradient_ways`,
+  `set_gradient_ways` (how each convolution's gradient is computed on this CPU).
 - `lpd.methods.networks.precision`: `set_precision`, `resolve_precision`,
   `cpu_has_native_bfloat16` (float32 or bfloat16 convolutions).
 - `lpd.methods.networks.reconstructor`: `NetworkReconstructor`,
@@ -78,6 +79,7 @@ from lpd.methods.networks.automap import Automap, automap_parameters
 from lpd.methods.networks.fbp import FilteredBackProjection
 from lpd.methods.networks.layers import _Conv2D as _Conv2D
 from lpd.methods.networks.layers import _PReLU as _PReLU
+from lpd.methods.networks.layers import gradient_ways, set_gradient_ways
 from lpd.methods.networks.precision import (
     cpu_has_native_bfloat16,
     resolve_precision,
@@ -109,5 +111,7 @@ __all__ = [
     "cpu_has_native_bfloat16",
     "resolve_precision",
     "set_precision",
+    "gradient_ways",
+    "set_gradient_ways",
 ]
 

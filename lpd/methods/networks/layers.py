@@ -37,28 +37,118 @@ def _filter_gradient_3x3(x: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.transpose(tf.stack(taps), (0, 2, 1)), (3, 3, cin, cout))
 
 
-def _conv3x3_same(x: tf.Tensor, kernel: tf.Tensor, matmul_filter_gradient: bool):
-    """``tf.nn.conv2d(x, kernel, 1, "SAME")`` with gradients that are faster on a CPU.
+GRADIENTS = ("tensorflow", "turned", "turned-matmul")
+"""The ways `_conv3x3_same` computes its gradients: TensorFlow's own
+(``Conv2DBackpropInput`` and ``Conv2DBackpropFilter``); the input gradient as a
+forward convolution with the turned kernel and TensorFlow's kernel gradient
+(``turned``); the same with `_filter_gradient_3x3` for the kernel (``turned-matmul``).
+All are exact; which is fastest depends on the CPU and the layer's shape."""
 
-    The input gradient is the forward convolution of ``dy`` with the kernel
-    turned by 180 degrees and its channel axes swapped (exact for odd kernels,
-    stride 1, "same"), which oneDNN runs up to several times faster than
-    ``Conv2DBackpropInput`` when the layer has few output channels. The kernel
-    gradient is `_filter_gradient_3x3` when ``matmul_filter_gradient`` is set.
+#: The way chosen for each shape of a layer's gradient, ``"B,H,W,Cin,Cout"`` -> way:
+#: measured once per process on the first gradient of that shape (`gradient_way`),
+#: or set from a training run's checkpoint (`set_gradient_ways`), so that a resumed
+#: run computes its gradients the way it did before.
+_WAYS: dict[str, str] = {}
+
+
+def gradient_ways() -> dict[str, str]:
+    """The gradient way of every layer shape chosen so far in this process (a copy)."""
+    return dict(_WAYS)
+
+
+def set_gradient_ways(ways: dict[str, str]) -> None:
+    """Use these gradient ways (from `gradient_ways`) instead of measuring those shapes."""
+    unknown = sorted(set(ways.values()) - set(GRADIENTS))
+    if unknown:
+        raise ValueError(f"unknown gradient way(s) {unknown}; known: {GRADIENTS}")
+    _WAYS.update(ways)
+
+
+def _default_way(cin: int) -> str:
+    # The matmul kernel gradient paid from about 16 input channels on where it was
+    # first measured (an AVX2 EPYC at batch 1).
+    return "turned-matmul" if cin >= 16 else "turned"
+
+
+def _gradients(way: str, x, kernel, dy):
+    if way == "tensorflow":
+        dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel,
+                                            out_backprop=dy, strides=[1, 1, 1, 1],
+                                            padding="SAME")
+    else:
+        turned = tf.transpose(tf.reverse(kernel, [0, 1]), (0, 1, 3, 2))
+        dx = tf.nn.conv2d(dy, turned, 1, "SAME")
+    if way == "turned-matmul":
+        dk = _filter_gradient_3x3(x, dy)
+    else:
+        dk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel),
+                                             out_backprop=dy, strides=[1, 1, 1, 1],
+                                             padding="SAME")
+    return dx, dk
+
+
+def _measure_way(shape: tuple[int, ...], cout: int, repeats: int = 5,
+                 margin: float = 0.05) -> str:
+    """The fastest of `GRADIENTS` for this shape on this CPU, timed eagerly now.
+
+    Each way runs as its own ``tf.function`` on random tensors of the shape,
+    twice to warm up, then ``repeats`` times, alternating; the best time of each
+    counts. The default way is kept unless another is ``margin`` faster, so that
+    timing noise does not flip the choice between processes for nothing.
+    """
+    import time
+
+    rng = tf.random.Generator.from_seed(0)
+    x = rng.normal(shape)
+    dy = rng.normal((*shape[:-1], cout))
+    kernel = rng.normal((3, 3, shape[-1], cout))
+    runs = {way: tf.function(lambda x, k, d, way=way: _gradients(way, x, k, d))
+            for way in GRADIENTS}
+    best = dict.fromkeys(GRADIENTS, float("inf"))
+    for r in range(2 + repeats):
+        for way, run in runs.items():
+            started = time.perf_counter()
+            dx, dk = run(x, kernel, dy)
+            _ = dx.numpy(), dk.numpy()
+            if r >= 2:
+                best[way] = min(best[way], time.perf_counter() - started)
+    default = _default_way(shape[-1])
+    fastest = min(best, key=best.get)
+    return fastest if best[fastest] < (1 - margin) * best[default] else default
+
+
+def gradient_way(shape, cout: int) -> str:
+    """The way of a gradient whose input has ``shape`` (NHWC) and ``cout`` outputs.
+
+    Chosen once per shape and process (`_measure_way`) where the shape is fully
+    known, else the default; `set_gradient_ways` can fix it beforehand.
+    """
+    dims = tuple(shape)
+    if any(d is None for d in dims):
+        return _default_way(int(dims[-1]))
+    key = ",".join(str(int(d)) for d in (*dims, cout))
+    if key not in _WAYS:
+        with tf.init_scope():  # time it eagerly, outside the graph being traced
+            _WAYS[key] = _measure_way(tuple(int(d) for d in dims), int(cout))
+    return _WAYS[key]
+
+
+def _conv3x3_same(x: tf.Tensor, kernel: tf.Tensor):
+    """``tf.nn.conv2d(x, kernel, 1, "SAME")`` with the gradients fastest on this CPU.
+
+    The forward pass is TensorFlow's. The gradients are computed the way of
+    `GRADIENTS` that measured fastest for the layer's shape (`gradient_way`):
+    the turned-kernel input gradient (a forward convolution of ``dy`` with the
+    kernel turned by 180 degrees and its channel axes swapped, exact for odd
+    kernels, stride 1, "same") is often several times faster than
+    ``Conv2DBackpropInput`` in oneDNN when the layer has few output channels,
+    and `_filter_gradient_3x3` than ``Conv2DBackpropFilter`` at batch 1.
     """
 
     @tf.custom_gradient
     def conv(x, kernel):
         def grad(dy):
-            turned = tf.transpose(tf.reverse(kernel, [0, 1]), (0, 1, 3, 2))
-            dx = tf.nn.conv2d(dy, turned, 1, "SAME")
-            if matmul_filter_gradient:
-                dk = _filter_gradient_3x3(x, dy)
-            else:
-                dk = tf.raw_ops.Conv2DBackpropFilter(
-                    input=x, filter_sizes=tf.shape(kernel), out_backprop=dy,
-                    strides=[1, 1, 1, 1], padding="SAME")
-            return dx, dk
+            return _gradients(gradient_way(x.shape, kernel.shape[-1]), x, kernel, dy)
 
         return tf.nn.conv2d(x, kernel, 1, "SAME"), grad
 
@@ -83,8 +173,6 @@ class _Conv2D(keras.layers.Conv2D):
             and keras.backend.backend() == "tensorflow"
             and not tf.config.list_physical_devices("GPU")
         )
-        # The matmul kernel gradient pays from about 16 input channels on.
-        self._matmul_filter_gradient = input_shape[-1] >= 16
 
     #: "float32", or "bfloat16" for convolutions computed in bfloat16 on float32
     #: inputs, weights and outputs (set by `set_precision` before the first call).
@@ -102,8 +190,7 @@ class _Conv2D(keras.layers.Conv2D):
         elif not self._fast:
             return super().call(inputs)
         else:
-            outputs = _conv3x3_same(inputs, tf.convert_to_tensor(self.kernel),
-                                    self._matmul_filter_gradient)
+            outputs = _conv3x3_same(inputs, tf.convert_to_tensor(self.kernel))
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, tf.convert_to_tensor(self.bias))
         if self.activation is not None:

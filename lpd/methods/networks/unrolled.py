@@ -222,7 +222,9 @@ class UnrolledReconstructor(keras.Model):
 
     def call(self, y: tf.Tensor, training: bool = False) -> tf.Tensor:
         y = tf.convert_to_tensor(y, dtype=tf.float32)
-        batch = tf.shape(y)[0]
+        # The static batch size where it is known, so that every layer's shape is
+        # (the convolutions choose their gradients by shape, `layers.gradient_way`).
+        batch = y.shape[0] if y.shape[0] is not None else tf.shape(y)[0]
         domain, range_ = self.operator.domain_shape, self.operator.range_shape
         if self.fbp is None:
             primal = tf.zeros((batch, *domain, self.n_primal), dtype=y.dtype)
