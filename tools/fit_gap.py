@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     print(f"{'weights':<20} {'split':<11} {'samples':>7} {'PSNR dB':>8} {'SSIM':>6}")
     for name in args.weights:
         try:
-            model = training.load_pretrained(name)
+            model = training.load_pretrained(name, precision="float32")
         except training.WeightsError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

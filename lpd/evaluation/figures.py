@@ -223,7 +223,8 @@ def curves_figure(curves: Mapping[str, Mapping[float, float]], path: str | os.Pa
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    # Beside the axes, not on them: the curves fill the whole plot.
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     if title:
         ax.set_title(title, fontsize=9)
     return _save(fig, path, overwrite)

@@ -182,7 +182,7 @@ def _reconstructor(key: str, setup, tuned: dict, log: Callable[[str], Any]):
     if method.learned:
         from lpd import training
 
-        model = training.load_pretrained(f"{setup.config.name}/{key}")
+        model = training.load_pretrained(f"{setup.config.name}/{key}", precision="float32")
         return reproduce._network(model, key)
     return reproduce._untuned(key, setup, log)
 

@@ -356,7 +356,8 @@ def _shipped(weights: str, key: str, log: Callable[[str], Any]):
     name = f"{weights}/{key}"
     root = training.default_weights_dir()
     try:
-        model = training.load_pretrained(name, root)
+        # float32 whatever the CPU ("auto" could take bfloat16): the same table everywhere.
+        model = training.load_pretrained(name, root, precision="float32")
     except training.WeightsError as err:
         raise training.WeightsError(
             f"{err}\nNo weights {name!r} are shipped for this preset: add --train to train "
