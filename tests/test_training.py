@@ -510,3 +510,32 @@ def test_shipping_again_keeps_what_was_known_of_the_same_starting_weights(tmp_pa
     assert "samples" not in _known_init({"sha256": "other"}, previous)
     assert _known_init({"sha256": "abc", "samples": 1}, previous)["samples"] == 1
     assert "samples" not in _known_init({"sha256": "abc"}, tmp_path / "none.json")
+
+
+def test_shipping_a_run_over_the_weights_it_started_from_keeps_their_curve(tmp_path):
+    from lpd.training.weights import _earlier_history
+
+    dest = tmp_path / "weights"
+    dest.mkdir()
+    (dest / "manifest.json").write_text(json.dumps({"sha256": "abc"}))
+    (dest / "history.jsonl").write_text("".join(
+        json.dumps({"step": s, "psnr": 30 + s / 100, "samples": 1000 + 5 * s}) + "\n"
+        for s in (0, 100, 200, 300)))
+    run = "".join(json.dumps({"step": s, "psnr": 33.0, "samples": 2000 + 5 * s}) + "\n"
+                  for s in (0, 50))  # started from the step-200 weights: 2 000 samples
+    earlier = _earlier_history({"sha256": "abc"}, dest, run)
+    assert [json.loads(line)["step"] for line in earlier.splitlines()] == [0, 100]
+    # Other weights, records without samples, or nothing there: nothing is carried.
+    assert _earlier_history({"sha256": "other"}, dest, run) == ""
+    assert _earlier_history(None, dest, run) == ""
+    assert _earlier_history({"sha256": "abc"}, dest, '{"step": 0, "psnr": 1}\n') == ""
+    assert _earlier_history({"sha256": "abc"}, tmp_path / "none", run) == ""
+    # Records without samples take them from the weights' manifest (batch of its config).
+    (dest / "config.json").write_text(lpd_config.to_json(_config(batch_size=5)))
+    (dest / "manifest.json").write_text(json.dumps(
+        {"sha256": "abc", "step": 200, "init_from": {"sha256": "x", "samples": 1000}}))
+    (dest / "history.jsonl").write_text("".join(
+        json.dumps({"step": s, "psnr": 30.0}) + "\n" for s in (0, 100, 200, 300)))
+    earlier = [json.loads(line) for line in
+               _earlier_history({"sha256": "abc"}, dest, run).splitlines()]
+    assert [(r["step"], r["samples"]) for r in earlier] == [(0, 1000), (100, 1500)]

@@ -78,8 +78,9 @@ def export_weights(run_dir: str | os.PathLike, dest: str | os.PathLike,
     for name in ("config.json", "model.npz"):
         atomic_write(dest / name, (source / name).read_bytes(), overwrite=True)
     if (run_dir / "history.jsonl").exists():
-        atomic_write(dest / "history.jsonl", (run_dir / "history.jsonl").read_bytes(),
-                     overwrite=True)
+        text = (run_dir / "history.jsonl").read_text()
+        earlier = _earlier_history(state.get("init"), dest, text)
+        atomic_write(dest / "history.jsonl", earlier + text, overwrite=True)
     if log is not None:
         atomic_write(dest / "train.log", Path(log).read_bytes(), overwrite=True)
     manifest = {"sha256": _sha256(dest / "model.npz"), "step": state.get("step"),
@@ -208,6 +209,38 @@ def init_source(config: TrainingConfig) -> tuple[Path, dict]:
     setup = source.setup if isinstance(source.setup, str) else source.setup.name
     return directory, {"source": str(directory), "sha256": sha256, "step": step,
                        "setup": setup, "samples": samples}
+
+
+def _earlier_history(init: dict | None, dest: Path, history: str) -> str:
+    """The records of the weights being replaced that come before ``history``.
+
+    Where a run started from the very weights it replaces (same SHA-256), their
+    validation curve is the first part of the run's: the records whose
+    ``samples`` are below those of the run's first record are kept, so that the
+    shipped ``history.jsonl`` (and the training curves drawn from it) goes back
+    to the start of the line. Empty otherwise, or where records lack ``samples``.
+    """
+    manifest_path, previous = dest / "manifest.json", dest / "history.jsonl"
+    if init is None or not (manifest_path.exists() and previous.exists()):
+        return ""
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("sha256") != init.get("sha256"):
+            return ""
+        first = json.loads(history.splitlines()[0])["samples"]
+        records = [json.loads(line) for line in previous.read_text().splitlines()
+                   if line.strip()]
+        if any(r.get("samples") is None for r in records):
+            # Older records lack ``samples``: the weights' own record gives their start.
+            batch = read_config(dest / "config.json").batch_size
+            start = samples_seen(manifest, batch) - int(manifest["step"]) * batch
+            for r in records:
+                if r.get("samples") is None:
+                    r["samples"] = start + int(r["step"]) * batch
+        kept = [r for r in records if r["samples"] < first]
+    except (OSError, ValueError, IndexError, KeyError, TypeError, WeightsError):
+        return ""
+    return "".join(json.dumps(r) + "\n" for r in kept)
 
 
 def _known_init(init: dict, previous_manifest: Path) -> dict:
