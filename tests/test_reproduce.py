@@ -360,11 +360,25 @@ def test_shipped_weights_of_the_default_presets_load_and_say_how_they_were_made(
             shipped = lpd_config.from_dict(config)
             # Intervals do not change the weights; a warm start is recorded below.
             free = {"validation_every", "checkpoint_every", "log_every", "init_from"}
+            # A warm-started stage of the training campaign (a decay of the learning
+            # rate from the shipped weights, say) has a schedule of its own; the
+            # network, the problem, the data and the optimiser stay the experiment's.
+            stage = {"steps", "learning_rate", "seed", "precision"}
+            if shipped.init_from is not None:
+                free |= stage
             same = {f.name for f in dataclasses.fields(expected)} - free
             assert {f: getattr(shipped, f) for f in same} == {
                 f: getattr(expected, f) for f in same}, (name, key)
             manifest = json.loads((directory / "manifest.json").read_text())
             command = manifest["command"]
+            for field in sorted(stage & free):
+                # ... and the recorded command says so where it differs.
+                value = getattr(shipped, field)
+                if value != getattr(expected, field):
+                    flag = f"--{field.replace('_', '-')} "
+                    assert flag in command, (name, key, field)
+                    given = command.split(flag)[1].split()[0]
+                    assert type(value)(given) == value, (name, key, field, given)
             assert f"--method {key}" in command and f"--preset {preset}" in command
             for field, value in schedule.items():
                 assert f"--{field.replace('_', '-')} {value}" in command, (name, key, field)
