@@ -539,3 +539,27 @@ def test_shipping_a_run_over_the_weights_it_started_from_keeps_their_curve(tmp_p
     earlier = [json.loads(line) for line in
                _earlier_history({"sha256": "abc"}, dest, run).splitlines()]
     assert [(r["step"], r["samples"]) for r in earlier] == [(0, 1000), (100, 1500)]
+
+    # A run that started from a checkpoint of another run (a copy with that run's history
+    # beside it), which had started from the same weights as the ones being replaced (a
+    # sibling line): the weights' records, then the other run's, then this run's.
+    other = tmp_path / "other-run"
+    other.mkdir()
+    (other / "state.json").write_text(json.dumps({"step": 40, "init": {"sha256": "x"}}))
+    (other / "history.jsonl").write_text("".join(
+        json.dumps({"step": s, "psnr": 31.0, "samples": 1000 + 5 * s}) + "\n"
+        for s in (0, 20, 40, 60)))  # its records go beyond the copied checkpoint's step
+    (dest / "manifest.json").write_text(json.dumps(
+        {"sha256": "sibling", "step": 200, "init_from": {"sha256": "x", "samples": 1000}}))
+    (dest / "history.jsonl").write_text("".join(
+        json.dumps({"step": s, "psnr": 30.0, "samples": s}) + "\n" for s in (0, 500, 1500)))
+    run = json.dumps({"step": 0, "psnr": 32.0, "samples": 1200}) + "\n"
+    earlier = [json.loads(line) for line in _earlier_history(
+        {"sha256": "ckpt", "source": str(other)}, dest, run).splitlines()]
+    assert [(r["psnr"], r["samples"]) for r in earlier] == [
+        (30.0, 0), (30.0, 500), (31.0, 1000), (31.0, 1100)]
+    # Unrelated weights being replaced: only the other run's records.
+    (dest / "manifest.json").write_text(json.dumps({"sha256": "y", "init_from": {"sha256": "z"}}))
+    earlier = [json.loads(line) for line in _earlier_history(
+        {"sha256": "ckpt", "source": str(other)}, dest, run).splitlines()]
+    assert [r["samples"] for r in earlier] == [1000, 1100]

@@ -211,25 +211,49 @@ def init_source(config: TrainingConfig) -> tuple[Path, dict]:
                        "setup": setup, "samples": samples}
 
 
-def _earlier_history(init: dict | None, dest: Path, history: str) -> str:
-    """The records of the weights being replaced that come before ``history``.
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-    Where a run started from the very weights it replaces (same SHA-256), their
-    validation curve is the first part of the run's: the records whose
-    ``samples`` are below those of the run's first record are kept, so that the
-    shipped ``history.jsonl`` (and the training curves drawn from it) goes back
-    to the start of the line. Empty otherwise, or where records lack ``samples``.
+
+def _earlier_history(init: dict | None, dest: Path, history: str) -> str:
+    """The validation records that come before ``history`` on the line of its weights.
+
+    A shipped ``history.jsonl`` (and the training curves drawn from it) goes back
+    to the start of the line of weights, through warm starts:
+
+    - where the run started from a checkpoint of another run (its directory, or a
+      copy of it with that run's ``history.jsonl`` beside its files), that run's
+      records come first;
+    - before them, the records of the weights being replaced, where the line
+      started from those very weights (same SHA-256) or both started from the
+      same weights (a sibling, such as an earlier decay of the learning rate
+      from the same checkpoint).
+
+    Only records whose ``samples`` are below those of the next part are kept.
+    Empty where nothing is known of the line, or records lack ``samples``.
     """
-    manifest_path, previous = dest / "manifest.json", dest / "history.jsonl"
-    if init is None or not (manifest_path.exists() and previous.exists()):
+    if init is None:
         return ""
     try:
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("sha256") != init.get("sha256"):
-            return ""
         first = json.loads(history.splitlines()[0])["samples"]
-        records = [json.loads(line) for line in previous.read_text().splitlines()
-                   if line.strip()]
+        parts: list[dict] = []
+        parent = init.get("sha256")
+        source = Path(init.get("source") or "")
+        for directory in (source, source.parent.parent) if init.get("source") else ():
+            if (directory / "history.jsonl").exists() and directory.resolve() != dest.resolve():
+                parts = [r for r in _records(directory / "history.jsonl")
+                         if r.get("samples") is not None and r["samples"] < first]
+                first = parts[0]["samples"] if parts else first
+                state = json.loads((source / "state.json").read_text())
+                parent = (state.get("init") or {}).get("sha256")
+                break
+        manifest_path, previous = dest / "manifest.json", dest / "history.jsonl"
+        if parent is None or not (manifest_path.exists() and previous.exists()):
+            return "".join(json.dumps(r) + "\n" for r in parts)
+        manifest = json.loads(manifest_path.read_text())
+        if parent not in (manifest.get("sha256"), (manifest.get("init_from") or {}).get("sha256")):
+            return "".join(json.dumps(r) + "\n" for r in parts)
+        records = _records(previous)
         if any(r.get("samples") is None for r in records):
             # Older records lack ``samples``: the weights' own record gives their start.
             batch = read_config(dest / "config.json").batch_size
@@ -240,7 +264,7 @@ def _earlier_history(init: dict | None, dest: Path, history: str) -> str:
         kept = [r for r in records if r["samples"] < first]
     except (OSError, ValueError, IndexError, KeyError, TypeError, WeightsError):
         return ""
-    return "".join(json.dumps(r) + "\n" for r in kept)
+    return "".join(json.dumps(r) + "\n" for r in kept + parts)
 
 
 def _known_init(init: dict, previous_manifest: Path) -> dict:
