@@ -14,10 +14,14 @@ first held-out phantoms of `lpd reproduce ellipses`) the posterior of
 started from `greedy_start` with its own seed (a start from the data alone) and
 guided by the FBP; the default preset's greedy search fits the LPD reconstruction of
 the same data first, in the image domain (a start from the data alone: LPD sees
-nothing else). Their pooled mean is ``E[x | y]``, their pooled standard
-deviation the posterior's. The chains' agreement (split R-hat of the
-log-likelihood and of every pixel) is reported beside the numbers: where the
-chains disagree the mean is not yet the conditional mean, and the table says so.
+nothing else). The ellipses whose edges that reconstruction shows
+(`lpd.methods.candidates.detect_ellipses`; the FBP's where a preset names no
+target) are tried by the greedy search and drawn by a share of the chains'
+births: the large overlapping ellipses that prior draws never hit. Their pooled
+mean is ``E[x | y]``, their pooled standard deviation the posterior's. The
+chains' agreement (split R-hat of the log-likelihood and of every pixel) is
+reported beside the numbers: where the chains disagree the mean is not yet the
+conditional mean, and the table says so.
 
 It writes ``results.csv`` (one row per method), ``results.md`` (the table, the
 seed's figures, the sampler's diagnostics), ``limit.png`` (ground truth, the
@@ -44,7 +48,7 @@ from lpd.data import pipelines as datasets
 from lpd.evaluation import figures, reproduce
 from lpd.evaluation import scoring as evaluation
 from lpd.io import atomic_write
-from lpd.methods import classical, posterior, registry
+from lpd.methods import candidates, classical, posterior, registry
 from lpd.physics import operators
 
 __all__ = ["PRESETS", "SEED_RATIOS", "IMPLIED_SHEPP_LOGAN_PSNR", "run"]
@@ -57,16 +61,18 @@ IMPLIED_SHEPP_LOGAN_PSNR = 45.4
 """The conditional mean's PSNR on Shepp-Logan (dB) that makes the seed's ratios agree with
 the LPD paper's Shepp-Logan PSNRs (FBP 19.75, TV 28.06, FBP + U-Net 29.20, LPD 38.28)."""
 
-_CHAINS = {"n_chains": 2, "n_steps": 100_000, "burn_in": 50_000, "thin": 10}
+_CHAINS = {"n_chains": 2, "n_steps": 100_000, "burn_in": 50_000, "thin": 10,
+           "library_births": 0.3}
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"setup": "ellipses", "n": 20, "seed": 2018, "test_seed": 2017,
                 "methods": ("fbp", "tv", "unet", "lgd", "lp", "lpd"), "chains": _CHAINS,
                 "greedy": {"candidates": 200, "refine": 300}, "weights": "ellipses",
-                "target": "lpd"},
+                "target": "lpd", "detect": {}},
     "quick": {"setup": "ellipses_small", "n": 2, "seed": 2018, "test_seed": 2017,
               "methods": ("fbp",), "weights": None,
-              "chains": {"n_chains": 2, "n_steps": 3000, "burn_in": 1000, "thin": 5},
-              "greedy": {"candidates": 30, "refine": 30}, "target": None},
+              "chains": {"n_chains": 2, "n_steps": 3000, "burn_in": 1000, "thin": 5,
+                         "library_births": 0.3},
+              "greedy": {"candidates": 30, "refine": 30}, "target": None, "detect": {}},
 }
 
 _OUTPUTS = ("results.csv", "results.md", "limit.png", "posterior.png", "run.json")
@@ -114,17 +120,24 @@ def _conditional_mean(setup, data: np.ndarray, guide: np.ndarray, target, settin
     post = posterior.EllipsePosterior(setup.numpy.matrix, tuple(setup.space.shape), data,
                                       setup.config.noise.relative_std,
                                       posterior.EllipsePrior())
-    chains = settings["chains"]
+    chains = dict(settings["chains"])
     t0 = time.perf_counter()
+    detect = settings.get("detect")
+    detected = (candidates.detect_ellipses(guide if target is None else target, **detect)
+                if detect is not None else np.zeros((0, 5)))
+    library = candidates.EllipseLibrary(detected) if len(detected) else None
     starts = [posterior.greedy_start(post, np.random.default_rng([settings["seed"], index, c]),
-                                     target=target, **settings["greedy"])
+                                     target=target, detected=detected, **settings["greedy"])
               for c in range(chains["n_chains"])]
     greedy_seconds = time.perf_counter() - t0
-    result = posterior.sample(post, chains["n_chains"], chains["n_steps"],
-                              burn_in=chains["burn_in"], thin=chains["thin"],
-                              seed=settings["seed"] + index, guide=guide, starts=starts, log=log)
+    n_chains, n_steps = chains.pop("n_chains"), chains.pop("n_steps")
+    births = chains.pop("library_births", 0.5)
+    result = posterior.sample(post, n_chains, n_steps, **chains, seed=settings["seed"] + index,
+                              guide=guide, starts=starts, log=log, library=library,
+                              library_births=births)
     result["greedy_seconds"] = greedy_seconds
     result["start_counts"] = [len(s) for s in starts]
+    result["detected"] = len(detected)
     return result
 
 
@@ -137,6 +150,7 @@ def _summary(result: dict) -> dict:
             "rhat_pixels_max": d.get("pixels", {}).get("max"),
             "ellipses": [float(np.mean(c["counts"])) for c in result["chains"]],
             "start_ellipses": result["start_counts"],
+            "detected": result["detected"],
             "seconds": result["seconds"] + result["greedy_seconds"]}
 
 
@@ -267,14 +281,14 @@ def _markdown(rows: list[dict], meta: dict) -> str:
                "mean is not yet the conditional mean and the ratios above are not the "
                "limit's.")
     lines += [verdict, "", "| image | R-hat log-likelihood | ESS log-likelihood | R-hat "
-              "count | R-hat pixels (p99 / max) | ellipses (start; mean per chain) | s |",
-              "|---|---|---|---|---|---|---|"]
+              "count | R-hat pixels (p99 / max) | detected | ellipses (start; mean per chain) "
+              "| s |", "|---|---|---|---|---|---|---|---|"]
     for d in meta["diagnostics"]:
         lines.append(
             f"| {d['image']} | {_g(d['rhat_log_likelihood'])} | "
             f"{_fmt(d['ess_log_likelihood'], 0)} | {_g(d['rhat_count'])} | "
             f"{_g(d['rhat_pixels_p99'])} / {_g(d['rhat_pixels_max'])} | "
-            f"{', '.join(map(str, d['start_ellipses']))}; "
+            f"{d.get('detected', '')} | {', '.join(map(str, d['start_ellipses']))}; "
             f"{', '.join(f'{c:.0f}' for c in d['ellipses'])} | {d['seconds']:.0f} |")
     lines += ["", f"{meta['seconds_per_image']:.0f} s per image (greedy starts and chains). "
               f"Written by `{meta['command']}` in {meta['wall_seconds']:.0f} s.", ""]

@@ -37,9 +37,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import special
 
+from lpd.methods.candidates import EllipseLibrary, grid_coordinates, moment_candidates
+
 __all__ = ["EllipsePrior", "DiscretePrior", "EllipsePosterior", "ReversibleJump",
-           "exact_posterior_mean", "footprint", "greedy_start", "moment_candidates", "sample",
-           "split_rhat",
+           "exact_posterior_mean", "footprint", "greedy_start", "sample", "split_rhat",
            "effective_sample_size"]
 
 
@@ -47,8 +48,7 @@ def footprint(mark: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Flat indices of the pixel centres inside one ellipse (`lpd.data.phantoms` convention)."""
     value, a, b, x0, y0, theta = (float(v) for v in mark)
     nx, ny = shape
-    xs = (np.arange(nx) - (nx - 1) / 2) / ((nx - 1) / 2) if nx > 1 else np.zeros(1)
-    ys = (np.arange(ny) - (ny - 1) / 2) / ((ny - 1) / 2) if ny > 1 else np.zeros(1)
+    xs, ys = grid_coordinates(shape)
     cos, sin = math.cos(theta), math.sin(theta)
     half_x = math.sqrt((a * cos) ** 2 + (b * sin) ** 2)
     half_y = math.sqrt((a * sin) ** 2 + (b * cos) ** 2)
@@ -219,7 +219,8 @@ class ReversibleJump:
     how fast it mixes.
 
     - A *birth* draws the shape (half-axes, centre, rotation) of a new ellipse
-      from the prior, or its centre from a ``guide``; its value is drawn around
+      from the prior, or its centre from a ``guide``, or the whole shape from a
+      ``library`` of candidate ellipses; its value is drawn around
       the least-squares fit of that shape to the current residual (``fitted``),
       with the spread of the value's likelihood (``spread`` times
       ``sigma / ||A 1_E||``, with ``sigma`` the noise level of the data). The
@@ -251,6 +252,12 @@ class ReversibleJump:
         is something.
     prior_births : float
         The share of births whose centre comes from the prior when a guide is given.
+    library : lpd.methods.candidates.EllipseLibrary, optional
+        Candidate shapes read off a reconstruction (`candidates.detect_ellipses`):
+        a share ``library_births`` of the births draws its shape from them, the
+        only way a chain finds the large ellipses that overlap others.
+    library_births : float
+        The share of births drawn from the library when one is given.
     fitted : bool
         Draw values around their least-squares fit (continuous prior only).
     spread : float
@@ -263,6 +270,7 @@ class ReversibleJump:
     def __init__(self, posterior: EllipsePosterior, rng: np.random.Generator, marks=None, *,
                  steps=(0.02, 0.01, 0.01, 0.01, 0.01, 0.1), birth: float = 0.2,
                  death: float = 0.2, guide=None, prior_births: float = 0.5,
+                 library: EllipseLibrary | None = None, library_births: float = 0.5,
                  fitted: bool = True, spread: float = 1.5, probes: int = 4):
         self.post = posterior
         self.rng = rng
@@ -279,6 +287,7 @@ class ReversibleJump:
         self.value_width = float(spread) * sigma
         self.beta = 1.0  # the power of the likelihood (< 1 while a run anneals)
         self._set_guide(guide, prior_births)
+        self._set_library(library, library_births)
         n_pixels = posterior.shape[0] * posterior.shape[1]
         self.probes = (np.random.default_rng(12345).standard_normal((int(probes), n_pixels))
                        / math.sqrt(n_pixels))
@@ -317,6 +326,18 @@ class ReversibleJump:
         self.guide_cdf = np.cumsum(self.guide)
         self.prior_births = float(prior_births)
 
+    def _set_library(self, library, library_births: float) -> None:
+        self.library = library
+        if library is None:
+            return
+        if self.post.prior.discrete:
+            raise ValueError("a library needs the continuous EllipsePrior")
+        if not isinstance(library, EllipseLibrary):
+            raise TypeError(f"library must be an EllipseLibrary, got {type(library).__name__}")
+        if not 0 < library_births < 1:
+            raise ValueError(f"library_births must be in (0, 1), got {library_births}")
+        self.library_births = float(library_births)
+
     def _cell(self, mark: np.ndarray) -> int:
         """The guide's cell of a centre: [-1, 1]^2 cut into the grid's nx x ny cells."""
         nx, ny = self.post.shape
@@ -325,19 +346,28 @@ class ReversibleJump:
         return i * ny + j
 
     def _log_shape_correction(self, mark: np.ndarray) -> float:
-        """``log(prior / proposal)`` density of a birth's shape (0 without a guide).
+        """``log(prior / proposal)`` density of a birth's shape (0 from the prior alone).
 
         The guided centre is uniform within a cell drawn with the guide's
         probability, so its density over the prior's (uniform on the square) is
-        that probability times the number of cells.
+        that probability times the number of cells. A library's share of the
+        births adds its mixture's density over the prior's.
         """
-        if self.guide is None:
-            return 0.0
-        q = self.prior_births
-        return -math.log(q + (1 - q) * self.guide[self._cell(mark)] * self.guide.size)
+        ratio = 1.0
+        if self.guide is not None:
+            q = self.prior_births
+            ratio = q + (1 - q) * self.guide[self._cell(mark)] * self.guide.size
+        if self.library is None:
+            return -math.log(ratio)
+        w = self.library_births
+        log_library = self.library.log_density(mark[1:]) - self.post.prior.log_shape_density(mark)
+        return -float(np.logaddexp(math.log(w) + log_library, math.log1p(-w) + math.log(ratio)))
 
     def _propose_shape(self) -> np.ndarray:
-        mark = self.post.prior.sample_mark(self.rng)
+        mark = self.post.prior.sample_mark(self.rng)  # its value serves where none is fitted
+        if self.library is not None and self.rng.random() < self.library_births:
+            mark[1:] = self.library.sample(self.rng)
+            return mark
         if self.guide is None or self.rng.random() < self.prior_births:
             return mark
         nx, ny = self.post.shape
@@ -421,6 +451,8 @@ class ReversibleJump:
             unit = self.post.projection(idx, 1.0)
         else:
             mark = self._propose_shape()
+            if prior.log_shape_density(mark) == -math.inf:
+                return  # a library's draw outside the prior's support
             idx = footprint(mark, self.post.shape)
             unit = self.post.projection(idx, 1.0)
             law = self._value_law(unit, self.p) if self.fitted else None
@@ -558,51 +590,52 @@ class ReversibleJump:
                 "log_likelihood": np.array(log_ls), "probes": np.array(probes)}
 
 
-def moment_candidates(residual: np.ndarray, levels=(0.15, 0.3, 0.5, 0.7)) -> list[np.ndarray]:
-    """Ellipses matched to the regions of an image: a candidate per connected region.
+def _pursuit(columns: list[np.ndarray], library: np.ndarray, residual: np.ndarray
+             ) -> tuple[int, float] | None:
+    """The library column that best fits ``residual`` with every coefficient fitted again.
 
-    The image is cut at ``levels`` times its largest absolute value, on each
-    sign; every connected region of at least four pixels gives the ellipse of
-    the same centroid and second moments (a filled ellipse of half-axes ``a, b``
-    has the variances ``a^2 / 4, b^2 / 4`` along its axes) and the region's mean
-    as its value.
+    Orthogonal matching pursuit's choice: each column less its part in the span
+    of ``columns`` (the ones already chosen), against a residual that the least
+    squares fit on those columns leaves. Returns its index and its coefficient
+    against the residual on its own (``None`` if no column fits any of it).
     """
-    from scipy import ndimage
+    if len(library) == 0:
+        return None
+    apart = library
+    if columns:
+        basis = np.linalg.qr(np.array(columns).T)[0]
+        apart = library - (library @ basis) @ basis.T
+    norms = np.einsum("ij,ij->i", apart, apart)
+    gains = np.where(norms > 1e-12 * np.einsum("ij,ij->i", library, library),
+                     (apart @ residual) ** 2 / np.maximum(norms, 1e-300), 0.0)
+    k = int(np.argmax(gains))
+    if not gains[k] > 0:
+        return None
+    return k, float(library[k] @ residual) / float(library[k] @ library[k])
 
-    residual = np.asarray(residual, np.float64)
-    nx, ny = residual.shape
-    xs = (np.arange(nx) - (nx - 1) / 2) / ((nx - 1) / 2)
-    ys = (np.arange(ny) - (ny - 1) / 2) / ((ny - 1) / 2)
-    peak = float(np.abs(residual).max())
-    out: list[np.ndarray] = []
-    if peak == 0:
-        return out
-    for sign in (1.0, -1.0):
-        for level in levels:
-            labels, count = ndimage.label(sign * residual > level * peak)
-            for k in range(1, count + 1):
-                i, j = np.nonzero(labels == k)
-                if i.size < 4:
-                    continue
-                px, py = xs[i], ys[j]
-                cov = np.cov(np.stack([px, py])) + 1e-8 * np.eye(2)
-                values, vectors = np.linalg.eigh(cov)
-                a, b = 2 * np.sqrt(np.maximum(values[::-1], 1e-8))
-                theta = math.atan2(vectors[1, 1], vectors[0, 1]) % (2 * math.pi)
-                out.append(np.array([float(residual[i, j].mean()), a, b, px.mean(), py.mean(),
-                                     theta]))
-    return out
+
+def _library(detected: np.ndarray, prior: EllipsePrior, shape, columns
+             ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """The detected shapes inside the prior's support: (mark, footprint) and their columns."""
+    kept = []
+    for d in detected:
+        mark = np.concatenate([[0.0], d])
+        if prior.log_shape_density(mark) > -math.inf:
+            idx = footprint(mark, shape)
+            if idx.size:
+                kept.append((mark, idx))
+    return kept, np.array([columns(idx) for _, idx in kept])
 
 
 def _fit_image(target: np.ndarray, prior: EllipsePrior, rng: np.random.Generator, *,
                candidates: int, refine: int, max_count: int, patience: int,
-               target_error: float) -> np.ndarray:
+               target_error: float, detected: np.ndarray) -> np.ndarray:
     """Ellipses that sum to ``target`` (an image), greedily, in the image domain.
 
     The same search as `greedy_start` with the image's squared error, at the
     noise level ``target_error``, in place of the data's log-likelihood; its
-    candidates are the regions of the residual image (`moment_candidates`) as
-    well as the prior's draws.
+    candidates are the regions of the residual image (`moment_candidates`) and
+    the ``detected`` shapes as well as the prior's draws.
     """
     shape = target.shape
     flat = np.asarray(target, np.float64).ravel()
@@ -612,6 +645,8 @@ def _fit_image(target: np.ndarray, prior: EllipsePrior, rng: np.random.Generator
     two_var = 2 * float(target_error) ** 2
     penalty = 3 * math.log(flat.size)
     steps = np.array([0.02, 0.01, 0.01, 0.01, 0.01, 0.1])
+
+    library = [np.concatenate([[0.0], d]) for d in detected]
     failures = 0
     while len(marks) < max_count and failures < patience:
         residual = flat - x
@@ -619,7 +654,7 @@ def _fit_image(target: np.ndarray, prior: EllipsePrior, rng: np.random.Generator
         if cdf[-1] == 0:
             break
         best = None
-        matched = moment_candidates(residual.reshape(shape))
+        matched = moment_candidates(residual.reshape(shape)) + [m.copy() for m in library]
         for c in range(len(matched) + candidates):
             if c < len(matched):
                 mark = matched[c]
@@ -672,7 +707,8 @@ def _fit_image(target: np.ndarray, prior: EllipsePrior, rng: np.random.Generator
 def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
                  candidates: int = 100, refine: int = 100, max_count: int = 200,
                  patience: int = 3, penalty: float | None = None, start=None,
-                 target=None, target_error: float = 0.016, log=None) -> np.ndarray:
+                 target=None, target_error: float = 0.016, detected=None,
+                 log=None) -> np.ndarray:
     """Ellipses that explain the data, found greedily: a start for the chains, from the data alone.
 
     A chain started empty fills the image with many small ellipses that it then
@@ -689,6 +725,15 @@ def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
     that is removed. It stops after ``patience`` rounds in a row without an
     addition. ``start``: ellipses to begin with (none by default).
 
+    ``detected``: shapes ``(a, b, x0, y0, theta)`` read off a reconstruction
+    (`lpd.methods.candidates.detect_ellipses`): in every round the one that
+    orthogonal matching pursuit picks (the best fit to the residual once every
+    value is fitted again with it) competes with the prior's draws. They are
+    the large ellipses that overlap others, which random draws never hit.
+    After each addition all values are fitted again at once by least squares
+    (kept if the posterior rises): a value fitted while other ellipses were
+    still missing is set right once they are in.
+
     ``target``: a reconstruction of the same data (by LPD, say) to fit first, in
     the image domain, where a sharp image shows the ellipses far more directly
     than the data do (its error taken as ``target_error``, 1.6 % being LPD's on
@@ -701,6 +746,10 @@ def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
     if posterior.prior.discrete:
         raise ValueError("greedy_start needs the continuous EllipsePrior")
     prior = posterior.prior
+    detected = np.zeros((0, 5)) if detected is None else np.asarray(detected, np.float64)
+    if detected.ndim != 2 or detected.shape[1] != 5 or not np.all(np.isfinite(detected)):
+        raise ValueError(f"detected must be finite shapes (a, b, x0, y0, theta) of shape "
+                         f"(k, 5), got shape {detected.shape}")
     if target is not None:
         target = np.asarray(target, np.float64)
         if target.shape != posterior.shape or not np.all(np.isfinite(target)):
@@ -709,7 +758,8 @@ def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
             raise ValueError(f"target_error must be finite and > 0, got {target_error}")
         fitted = _fit_image(target, prior, rng, candidates=int(candidates),
                             refine=int(refine), max_count=int(max_count),
-                            patience=int(patience), target_error=target_error)
+                            patience=int(patience), target_error=target_error,
+                            detected=detected)
         if start is not None:
             raise ValueError("give greedy_start a start or a target, not both")
         start = fitted
@@ -723,6 +773,8 @@ def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
         return (posterior.log_likelihood(p) + n * math.log(prior.mean_count)
                 - math.lgamma(n + 1) + marks_log_density)
 
+    library, library_units = _library(detected, prior, posterior.shape,
+                                      lambda idx: posterior.projection(idx, 1.0))
     densities = [prior.log_mark_density(mark) for mark in chain.marks]
     current = (log_post(chain.p, sum(densities), chain.n) if np.any(chain.p) else -math.inf)
     failures = 0
@@ -752,15 +804,29 @@ def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
             trial = log_post(chain.p + mark[0] * unit, sum(densities) + density, chain.n + 1)
             if best is None or trial > best[0]:
                 best = (trial, mark, idx, unit, density)
+        # The detected shape that orthogonal matching pursuit picks, scored as it
+        # stands once every value is fitted again with it (`_refit_values`).
+        pick = _pursuit(chain.units, library_units, residual)
+        if pick is not None:
+            k, value = pick
+            mark, idx = library[k][0].copy(), library[k][1]
+            mark[0] = value
+            unit = library_units[k]
+            trial = _refit_values(chain, densities, -math.inf, log_post,
+                                  extra=(mark, unit), dry=True)
+            if best is None or trial > best[0]:
+                best = (trial, mark, idx, unit, prior.log_mark_density(mark))
         if best is None or not best[0] > current + penalty:
             failures += 1
             if failures >= patience:
                 break
             continue
         failures = 0
-        current, mark, idx, unit, density = best
+        _, mark, idx, unit, density = best
         chain._insert(mark, idx, unit)
         densities.append(density)
+        current = _refit_values(chain, densities, log_post(chain.p, sum(densities), chain.n),
+                                log_post)
         # Hill-climb the shapes, each value re-fitted to its new shape.
         for r in range(int(refine)):
             # Half the steps shape the new ellipse, the rest any of them.
@@ -802,6 +868,35 @@ def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
         log(f"    greedy start: {chain.n} ellipses, log-likelihood "
             f"{posterior.log_likelihood(chain.p):.1f}")
     return np.array(chain.marks).reshape(-1, 6)
+
+
+def _refit_values(chain: ReversibleJump, densities: list[float], current: float,
+                  log_post, *, extra=None, dry: bool = False) -> float:
+    """All the chain's values at once by least squares on the data, kept if the posterior rises.
+
+    Given the shapes, ``A x`` is linear in the values: a value fitted when its
+    ellipse was added, against a residual that other missing ellipses still
+    held, is set right here once they are in. ``extra``: a ``(mark, unit)`` to
+    fit as if it were in; ``dry``: only return the log posterior it would reach.
+    """
+    post = chain.post
+    old_marks = chain.marks + ([extra[0]] if extra is not None else [])
+    units = np.array(chain.units + ([extra[1]] if extra is not None else []))
+    values = np.linalg.lstsq(units.T, post.data, rcond=None)[0]
+    marks = [np.concatenate([[v], m[1:]]) for v, m in zip(values, old_marks, strict=True)]
+    new_densities = [post.prior.log_mark_density(m) for m in marks]
+    p_new = values @ units
+    trial = log_post(p_new, sum(new_densities), len(marks))
+    if dry:
+        return trial
+    if not trial > current:
+        return current
+    for k, (old, new) in enumerate(zip(chain.marks, marks, strict=True)):
+        chain._change(chain.prints[k], new[0] - old[0])
+        chain.marks[k] = new
+    chain.p = p_new
+    densities[:] = new_densities
+    return trial
 
 
 def split_rhat(traces: Sequence[np.ndarray]) -> float:
