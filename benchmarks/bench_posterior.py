@@ -1,6 +1,7 @@
 """Cost of one proposal of the reversible-jump sampler on the ellipse set-up.
 
     python benchmarks/bench_posterior.py [--steps 5000] [--burn-in 0] [--seed 0] [--lpd]
+                                         [--greedy]
 
 Draws a phantom of the training distribution, simulates its data, starts a chain
 at its own ellipses (a timing start, not an estimate: a real run must not know
@@ -8,6 +9,12 @@ them) and reports milliseconds per proposal, the acceptances by kind, the PSNR
 of the chain's last image against the phantom and, with ``--burn-in``, that of
 the mean of the images after it: how good the conditional mean is once a chain
 is in the truth's basin (``--steps 60000 --burn-in 20000``).
+
+With ``--greedy`` (and ``--lpd``) it times `posterior.greedy_start` from the
+data alone, as `lpd reproduce limit` starts its chains: from the LPD
+reconstruction, with and without the ellipses detected on its edges
+(`candidates.detect_ellipses`), reporting each start's log-likelihood below the
+phantom's own, its ellipse count and its PSNR.
 """
 
 from __future__ import annotations
@@ -31,7 +38,11 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lpd", action="store_true",
                    help="also score the shipped LPD on the same data (ellipses only)")
+    p.add_argument("--greedy", action="store_true",
+                   help="time the greedy starts from the LPD reconstruction (needs --lpd)")
     args = p.parse_args(argv)
+    if args.greedy and not args.lpd:
+        p.error("--greedy starts from the LPD reconstruction: add --lpd")
     setup = operators.get_setup(args.setup)
     shape = tuple(setup.space.shape)
     params = phantoms.random_ellipse_params(np.random.default_rng(args.seed))
@@ -44,8 +55,12 @@ def main(argv=None):
         from lpd import load_pretrained
         from lpd.evaluation import reproduce
 
-        lpd = reproduce._network(load_pretrained(f"{args.setup}/lpd"), "lpd")
-        print(f"shipped LPD on the same data: {metrics.psnr(truth, lpd(data), 1.0):.2f} dB")
+        lpd = reproduce._network(load_pretrained(f"{args.setup}/lpd", precision="float32"),
+                                 "lpd")
+        target = np.asarray(lpd(data), np.float64)
+        print(f"shipped LPD on the same data: {metrics.psnr(truth, target, 1.0):.2f} dB")
+        if args.greedy:
+            _greedy_starts(post, truth, params, target, args.seed)
     t0 = time.perf_counter()
     result = chain.run(args.steps, burn_in=args.burn_in)
     seconds = time.perf_counter() - t0
@@ -57,6 +72,25 @@ def main(argv=None):
         print(f"mean of the {result['n_kept']} images after {args.burn_in} proposals: "
               f"{metrics.psnr(truth, result['mean'], 1.0):.2f} dB; ellipses "
               f"{result['counts'].min()}-{result['counts'].max()}")
+
+
+def _greedy_starts(post, truth, params, target, seed):
+    from lpd.methods import candidates
+
+    truth_l = post.log_likelihood(post.columns @ truth.ravel())
+    t0 = time.perf_counter()
+    detected = candidates.detect_ellipses(target)
+    print(f"detect_ellipses on the LPD image: {len(detected)} candidates in "
+          f"{time.perf_counter() - t0:.1f} s")
+    for name, shapes in (("with the detected ellipses", detected), ("without", None)):
+        t0 = time.perf_counter()
+        found = posterior.greedy_start(post, np.random.default_rng(seed + 3), candidates=200,
+                                       refine=300, target=target, detected=shapes)
+        image = post.image(found)
+        gap = truth_l - post.log_likelihood(post.columns @ image.ravel())
+        print(f"greedy start {name}: {time.perf_counter() - t0:.0f} s, {len(found)} ellipses "
+              f"(the phantom {len(params)}), log-likelihood {gap:.1f} below the phantom's, "
+              f"{metrics.psnr(truth, image, 1.0):.2f} dB")
 
 
 if __name__ == "__main__":

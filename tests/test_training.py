@@ -155,6 +155,21 @@ def test_resume_skips_a_checkpoint_whose_state_is_damaged(tmp_path):
     assert result.step == 4 and result.status == "completed"
 
 
+def test_resume_names_a_checkpoint_whose_gradient_ways_are_malformed(tmp_path):
+    from lpd.training.checkpoints import WeightsError
+
+    data, validation = _stream()
+    training.train(_config(steps=2, precision="float32"), tmp_path, data=data,
+                   validation=validation, log=_quiet)
+    state_path = tmp_path / "checkpoints" / "step-00000002" / "state.json"
+    state = json.loads(state_path.read_text())
+    for bad, message in ((["turned"], "must map layer shapes"), ({"k": "sideways"}, "unknown")):
+        state_path.write_text(json.dumps({**state, "gradient_ways": bad}))
+        with pytest.raises(WeightsError, match=f"state.json.*{message}"):
+            training.train(_config(steps=2, precision="float32"), tmp_path, resume=True,
+                           data=data, validation=validation, log=_quiet)
+
+
 def test_resume_refuses_a_different_configuration(tmp_path):
     data, validation = _stream()
     training.train(_config(steps=2), tmp_path, data=data, validation=validation, log=_quiet)

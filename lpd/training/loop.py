@@ -617,7 +617,15 @@ class _Run:
         state["precision"] = precision
         # The convolutions' gradients the way the run computed them before, so that
         # the resumed run is bit-exact (ways are read when the step is traced).
-        networks.set_gradient_ways(state["gradient_ways"])
+        ways = state["gradient_ways"]
+        if not (isinstance(ways, dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in ways.items())):
+            raise WeightsError(f"{latest / 'state.json'}: 'gradient_ways' must map layer "
+                               f"shapes to gradient ways, got {ways!r}")
+        try:
+            networks.set_gradient_ways(ways)
+        except ValueError as e:
+            raise WeightsError(f"{latest / 'state.json'}: {e}") from None
         if int(optimizer.iterations.numpy()) != state["step"]:
             raise WeightsError(f"{latest}: optimizer at step {int(optimizer.iterations.numpy())}"
                                f" but checkpoint at step {state['step']}")
