@@ -99,7 +99,7 @@ def test_moment_candidates_recover_an_ellipse_from_its_image():
 def test_the_library_density_is_a_density_the_same_for_every_parametrisation():
     shape = np.array([0.4, 0.2, 0.1, -0.1, 0.5])
     widths = np.array([0.02, 0.03, 0.02, 0.04, 0.1])
-    library = C.EllipseLibrary(shape[None], widths)
+    library = C.EllipseLibrary(shape[None], widths, scales=(1.0,))
     assert len(library) == 1
     # The four ways of writing one ellipse have one density.
     same = [shape, shape + [0, 0, 0, 0, math.pi],
@@ -120,6 +120,17 @@ def test_the_library_density_is_a_density_the_same_for_every_parametrisation():
     draws = np.array([library.sample(rng) for _ in range(400)])
     assert np.all((draws[:, 4] >= 0) & (draws[:, 4] < 2 * math.pi))
     assert np.all(np.abs(draws[:, 2:4] - shape[2:4]) < 6 * widths[2:4])
+    # Kernels of two scales: half the mass in each, the narrow one's peak above.
+    long = np.array([0.7, 0.15, 0.1, -0.1, 0.5])  # its other copies outside the box
+    mixed = C.EllipseLibrary(long[None], widths, scales=(1.0, 3.0))
+    assert mixed.log_density(long) == pytest.approx(
+        peak + math.log(0.5 * (1 + 3.0 ** -5)), abs=1e-9)
+    # ... and everywhere the mean of the two single-scale libraries.
+    narrow = C.EllipseLibrary(long[None], widths, scales=(1.0,))
+    wide = C.EllipseLibrary(long[None], 3 * widths, scales=(1.0,))
+    for point in long + rng.uniform(-1, 1, (50, 5)) * box:
+        assert mixed.log_density(point) == pytest.approx(np.logaddexp(
+            narrow.log_density(point), wide.log_density(point)) - math.log(2), abs=1e-9)
     # Far from every candidate the density is all but zero, and its log finite.
     assert -math.inf < library.log_density(np.array([0.4, 0.2, 0.9, 0.9, 0.5])) < -1000
 
@@ -131,3 +142,5 @@ def test_bad_libraries_are_named():
         C.EllipseLibrary(np.array([[0.0, 0.2, 0, 0, 0]]))
     with pytest.raises(ValueError, match="at most 0.5 rad"):
         C.EllipseLibrary(np.array([[0.3, 0.2, 0, 0, 0]]), widths=(0.01, 0.01, 0.01, 0.01, 1.0))
+    with pytest.raises(ValueError, match="scales"):
+        C.EllipseLibrary(np.array([[0.3, 0.2, 0, 0, 0]]), scales=(1.0, 0.0))

@@ -365,8 +365,11 @@ class EllipseLibrary:
     """A proposal density on ellipse shapes: Gaussian kernels around candidate ellipses.
 
     Drawing picks one candidate, uniformly, in one of its four parametrisations,
-    uniformly, and adds independent Gaussian steps of ``widths`` to its
-    ``(a, b, x0, y0, theta)``, the rotation taken modulo ``2 pi``. The density is
+    uniformly, and one of ``scales``, uniformly, and adds independent Gaussian
+    steps of ``widths`` times that scale to its ``(a, b, x0, y0, theta)``, the
+    rotation taken modulo ``2 pi``. The narrow kernels place an ellipse on a
+    detected boundary; the wide ones still reach the ellipses a chain holds near
+    it, so that a move between the two has a density both ways. The density is
     that mixture's, the rotation's kernel wrapped to its nearest turn (exact to
     double precision for a rotation width of at most 0.5 rad). Draws outside the
     prior's support (a half-axis <= 0, a centre outside the square) are left to
@@ -378,18 +381,23 @@ class EllipseLibrary:
         Candidate ``(a, b, x0, y0, theta)``, e.g. from `detect_ellipses`.
     widths : sequence of 5 floats
         Kernel widths of the half-axes, the centre's coordinates and the rotation.
+    scales : sequence of float
+        The kernels' scales, each drawn as often.
     """
 
-    def __init__(self, shapes, widths=(0.015, 0.015, 0.015, 0.015, 0.03)):
+    def __init__(self, shapes, widths=(0.015, 0.015, 0.015, 0.015, 0.03), scales=(1.0, 4.0)):
         shapes = np.asarray(shapes, np.float64).reshape(-1, 5)
         widths = np.asarray(widths, np.float64)
+        scales = np.asarray(scales, np.float64).ravel()
         if len(shapes) == 0:
             raise ValueError("an EllipseLibrary needs at least one candidate shape")
         if not np.all(np.isfinite(shapes)) or np.any(shapes[:, :2] <= 0):
             raise ValueError("candidate shapes must be finite with half-axes > 0")
-        if widths.shape != (5,) or not np.all(widths > 0) or widths[4] > 0.5:
-            raise ValueError(f"widths must be 5 values > 0, the rotation's at most 0.5 rad, "
-                             f"got {widths.tolist()}")
+        if not (len(scales) and np.all(scales > 0)):
+            raise ValueError(f"scales must be values > 0, got {scales.tolist()}")
+        if widths.shape != (5,) or not np.all(widths > 0) or widths[4] * scales.max() > 0.5:
+            raise ValueError(f"widths must be 5 values > 0, the rotation's at most 0.5 rad "
+                             f"at the largest scale, got {widths.tolist()}")
         a, b, x0, y0, theta = shapes.T
         turn = 2 * math.pi
         self.centres = np.concatenate([
@@ -397,17 +405,19 @@ class EllipseLibrary:
             np.stack([a, b, x0, y0, (theta + math.pi) % turn], 1),
             np.stack([b, a, x0, y0, (theta + math.pi / 2) % turn], 1),
             np.stack([b, a, x0, y0, (theta + 3 * math.pi / 2) % turn], 1)])
-        self.widths = widths
-        self._log_norm = -math.log(len(self.centres)) - float(
-            np.sum(np.log(widths * math.sqrt(2 * math.pi))))
+        self.widths = widths[None, :] * scales[:, None]  # one row per scale
+        # log of each scale's normalising constant, over the mixture's members
+        self._log_norms = -math.log(len(self.centres) * len(scales)) - np.sum(
+            np.log(self.widths * math.sqrt(2 * math.pi)), axis=1)
 
     def __len__(self) -> int:
         return len(self.centres) // 4
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         """One shape ``(a, b, x0, y0, theta)`` drawn from the mixture."""
-        shape = self.centres[int(rng.integers(len(self.centres)))] + \
-            self.widths * rng.standard_normal(5)
+        centre = self.centres[int(rng.integers(len(self.centres)))]
+        shape = centre + self.widths[int(rng.integers(len(self.widths)))] * \
+            rng.standard_normal(5)
         shape[4] %= 2 * math.pi
         return shape
 
@@ -415,8 +425,7 @@ class EllipseLibrary:
         """``log`` of the mixture's density at ``(a, b, x0, y0, theta)``."""
         diff = np.asarray(shape, np.float64)[None, :5] - self.centres
         diff[:, 4] = (diff[:, 4] + math.pi) % (2 * math.pi) - math.pi
-        exponents = -0.5 * np.sum((diff / self.widths) ** 2, axis=1)
+        exponents = (-0.5 * np.sum((diff[None] / self.widths[:, None]) ** 2, axis=2)
+                     + self._log_norms[:, None])
         top = float(exponents.max())
-        if top == -math.inf:
-            return -math.inf
-        return top + math.log(float(np.sum(np.exp(exponents - top)))) + self._log_norm
+        return top + math.log(float(np.sum(np.exp(exponents - top))))

@@ -228,7 +228,10 @@ class ReversibleJump:
     - A *death* removes one ellipse picked at random (the reverse of a birth).
     - An *update* picks one ellipse and one of its six marks: a random-walk step
       of a shape mark with the value re-fitted to the new shape, or (the value
-      mark) a fresh fitted value for the same shape.
+      mark) a fresh fitted value for the same shape. With a library, a share
+      ``library_switches`` of the updates instead draws the ellipse's whole
+      shape from it: an ellipse that settled near a boundary it does not quite
+      follow jumps to the detected one.
 
     With ``fitted=False``, or for a `DiscretePrior`, births draw the whole mark
     from the prior and updates are random-walk steps of one mark (an independent
@@ -258,6 +261,8 @@ class ReversibleJump:
         only way a chain finds the large ellipses that overlap others.
     library_births : float
         The share of births drawn from the library when one is given.
+    library_switches : float
+        The share of updates that draw a shape from the library when one is given.
     fitted : bool
         Draw values around their least-squares fit (continuous prior only).
     spread : float
@@ -271,7 +276,8 @@ class ReversibleJump:
                  steps=(0.02, 0.01, 0.01, 0.01, 0.01, 0.1), birth: float = 0.2,
                  death: float = 0.2, guide=None, prior_births: float = 0.5,
                  library: EllipseLibrary | None = None, library_births: float = 0.5,
-                 fitted: bool = True, spread: float = 1.5, probes: int = 4):
+                 library_switches: float = 0.1, fitted: bool = True, spread: float = 1.5,
+                 probes: int = 4):
         self.post = posterior
         self.rng = rng
         self.steps = np.asarray(steps, dtype=np.float64)
@@ -287,7 +293,7 @@ class ReversibleJump:
         self.value_width = float(spread) * sigma
         self.beta = 1.0  # the power of the likelihood (< 1 while a run anneals)
         self._set_guide(guide, prior_births)
-        self._set_library(library, library_births)
+        self._set_library(library, library_births, library_switches)
         n_pixels = posterior.shape[0] * posterior.shape[1]
         self.probes = (np.random.default_rng(12345).standard_normal((int(probes), n_pixels))
                        / math.sqrt(n_pixels))
@@ -326,7 +332,7 @@ class ReversibleJump:
         self.guide_cdf = np.cumsum(self.guide)
         self.prior_births = float(prior_births)
 
-    def _set_library(self, library, library_births: float) -> None:
+    def _set_library(self, library, library_births: float, library_switches: float) -> None:
         self.library = library
         if library is None:
             return
@@ -336,7 +342,10 @@ class ReversibleJump:
             raise TypeError(f"library must be an EllipseLibrary, got {type(library).__name__}")
         if not 0 < library_births < 1:
             raise ValueError(f"library_births must be in (0, 1), got {library_births}")
+        if not 0 <= library_switches < 1:
+            raise ValueError(f"library_switches must be in [0, 1), got {library_switches}")
         self.library_births = float(library_births)
+        self.library_switches = float(library_switches)
 
     def _cell(self, mark: np.ndarray) -> int:
         """The guide's cell of a centre: [-1, 1]^2 cut into the grid's nx x ny cells."""
@@ -501,6 +510,16 @@ class ReversibleJump:
         j = int(self.rng.integers(6))
         if prior.discrete:  # an independent draw from the prior (its ratio cancels)
             new, log_ratio = prior.sample_mark(self.rng), 0.0
+        elif self.library is not None and self.rng.random() < self.library_switches:
+            # A switch: the whole shape drawn from the library, independently of
+            # the old one, so the reverse switch draws the old from it again.
+            new = old.copy()
+            new[1:] = self.library.sample(self.rng)
+            log_ratio = (prior.log_shape_density(new) - prior.log_shape_density(old)
+                         + self.library.log_density(old[1:])
+                         - self.library.log_density(new[1:]))
+            if not math.isfinite(log_ratio):
+                return
         else:
             new = old.copy()
             if j > 0 or not self.fitted:
