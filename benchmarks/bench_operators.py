@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
@@ -29,19 +27,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import lpd  # noqa: E402
+from lpd import metrics  # noqa: E402
 from lpd.physics import operators  # noqa: E402
 
 
 def median_ms(fn, *args, repeats: int, warmup: int = 3) -> float:
     """Median wall time of ``fn(*args)`` in milliseconds, after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn(*args)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * metrics.time_call(fn, *args, repeats=repeats, warmup=warmup)
 
 
 def per_image(odl_op, batch: np.ndarray) -> list:

@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -43,7 +41,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import lpd  # noqa: E402
-from lpd import training  # noqa: E402
+from lpd import metrics, training  # noqa: E402
 from lpd.config import NetworkConfig  # noqa: E402
 from lpd.methods import networks
 from lpd.physics import operators
@@ -100,14 +98,8 @@ def _resize(x, shape):
 
 
 def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median seconds of ``fn()`` after ``warmup`` untimed calls (`lpd.metrics.time_call`)."""
+    return metrics.time_call(fn, repeats=repeats, warmup=warmup)
 
 
 def train_step(network: NetworkConfig, batch: int, setup: str = "ellipses", operator=None,

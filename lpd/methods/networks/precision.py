@@ -8,12 +8,11 @@ see `cpu_has_native_bfloat16`).
 
 from __future__ import annotations
 
-import time
-
 import keras
 import numpy as np
 import tensorflow as tf
 
+from lpd import metrics
 from lpd.methods.networks.layers import _Conv2D
 
 __all__ = ["cpu_has_native_bfloat16", "resolve_precision", "set_precision"]
@@ -56,14 +55,7 @@ def _conv_seconds(dtype: tf.DType, repeats: int = 5) -> float:
             loss = tf.reduce_sum(tf.square(tf.cast(y, tf.float32)))
         return tape.gradient(loss, [x, kernel])
 
-    for _ in range(2):
-        step(x, kernel)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        [g.numpy() for g in step(x, kernel)]
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return metrics.time_call(step, x, kernel, repeats=repeats, warmup=2)
 
 
 def resolve_precision(precision: str = "auto") -> str:
