@@ -34,8 +34,8 @@ def _validation_set(config: dict) -> str:
 
 
 def table(root: Path) -> str:
-    lines = ["| weights | model | schedule | shipped step | validation PSNR (dB) | "
-             "training time | command |", "|---|---|---|---|---|---|---|"]
+    lines = ["| weights | model | schedule | convolutions in | shipped step | "
+             "validation PSNR (dB) | training time | command |", "|---" * 8 + "|"]
     for manifest_path in sorted(root.glob("*/*/manifest.json")):
         directory = manifest_path.parent
         manifest = json.loads(manifest_path.read_text())
@@ -54,6 +54,8 @@ def table(root: Path) -> str:
                          f"(SHA-256 {init['sha256'][:12]}…)")
         lines.append(
             f"| `{directory.relative_to(root)}` | {config['network']['method']} | {schedule} | "
+            # Weights from before the precision setting were trained in float32.
+            f"{manifest.get('precision', 'float32')} | "
             f"{manifest.get('step')} | {validation.get('psnr', float('nan')):.2f} on "
             f"{_validation_set(config)} | {hours:.1f} h | "
             f"`{manifest.get('command') or ''}` |")
