@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["psnr", "ssim", "time_call", "time_and_memory"]
+__all__ = ["psnr", "ssim", "time_call", "time_and_memory", "first_call_memory"]
 
 
 def _pair(truth, estimate) -> tuple[np.ndarray, np.ndarray]:
@@ -187,6 +187,23 @@ def _reset_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+def first_call_memory(fn: Callable[..., Any], *args, **kwargs) -> tuple[Any, int | None]:
+    """``fn(*args, **kwargs)`` and the peak memory of that call, in bytes.
+
+    Meant for a method's first call: its peak resident set size above the
+    process's before it counts the working memory and what the call builds and
+    keeps (a traced graph, a kernel's caches), which later calls reuse and so no
+    longer show (`time_and_memory`). Read from ``/proc`` on Linux; ``None`` where
+    that is not possible.
+    """
+    measured = _reset_peak()
+    start_rss = _rss_kib("VmRSS")
+    result = fn(*args, **kwargs)
+    _block(result)
+    high = _rss_kib("VmHWM") if measured and start_rss is not None else None
+    return result, None if high is None else 1024 * max(0, high - start_rss)
 
 
 def time_and_memory(fn: Callable[..., Any], *args, repeats: int = 5, warmup: int = 1,

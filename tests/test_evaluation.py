@@ -71,8 +71,9 @@ def test_evaluate_batched_reconstructor(small_set):
     assert result.psnr == (math.inf, math.inf)
     assert result.ssim == pytest.approx((1.0, 1.0))
     assert result.n_parameters == 1234 and result.method == "oracle"
-    # Two batches of one to reconstruct, then one timed call on a batch of one.
-    assert net.calls == [1, 1, 1]
+    # One call on a batch of one for the memory, two batches of one to reconstruct,
+    # then one timed call on a batch of one.
+    assert net.calls == [1, 1, 1, 1]
 
 
 def test_evaluate_keras_style_parameter_count(small_set):

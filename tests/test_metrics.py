@@ -126,3 +126,21 @@ def test_peak_memory_of_a_call_counts_what_it_allocates():
     assert 56 * 2**20 < peak < 256 * 2**20
     _, small = metrics.time_and_memory(lambda: 1 + 1, repeats=1, warmup=1)
     assert small < 16 * 2**20
+
+
+def test_the_first_call_memory_counts_what_a_call_keeps():
+    kept = []
+
+    def build_and_reconstruct():
+        if not kept:
+            kept.append(np.ones((2048, 4096)))  # 64 MiB built once and kept
+        return kept[0][0, 0] + 1
+
+    result, first = metrics.first_call_memory(build_and_reconstruct)
+    if first is None:
+        pytest.skip("no /proc peak-memory counters on this system")
+    assert result == 2.0
+    assert 56 * 2**20 < first < 256 * 2**20
+    # Later calls reuse it: the steady-state peak does not see it.
+    _, later = metrics.time_and_memory(build_and_reconstruct, repeats=2, warmup=0)
+    assert later < 16 * 2**20

@@ -476,9 +476,10 @@ def _families_text(rows: Sequence[Row], experiment: Experiment, meta: dict) -> s
     lines = [f"# Families of methods: {experiment.title}", "",
              f"Set-up `{meta['setup']}`. Time and peak memory of one reconstruction "
              "(median time; memory is the peak resident memory of the process during the "
-             "timed reconstructions above that before them, so caches built once, such as a "
-             "system matrix, are not counted). Trainable parameters are those trained "
-             "beforehand.", ""]
+             "method's first reconstruction above that before it: its working memory and "
+             "what it builds and keeps, such as a traced graph; what the experiment built "
+             "before, such as the data and the operator, is not counted). Trainable "
+             "parameters are those trained beforehand.", ""]
     header = ["method", "family", "needs for training or tuning", "trainable parameters",
               "ms per image", "peak memory (MiB)", "PSNR held-out (dB)", "settings"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

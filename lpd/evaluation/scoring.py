@@ -68,7 +68,8 @@ class ResultRow:
     runtime_ms : float
         Median time of one reconstruction.
     peak_memory_mb : float
-        Its peak memory above the process's before it, in MiB (Linux).
+        Peak memory of its first reconstruction above the process's before it, in
+        MiB (Linux).
     parameters : int
         Trained parameters.
     data_range : float
@@ -120,8 +121,10 @@ class EvaluationResult:
         Median time of one reconstruction (one sample) in milliseconds;
         ``None`` when not timed.
     peak_memory_mb : float or None
-        Peak resident memory of the timed reconstructions above that before them
-        (`lpd.metrics.time_and_memory`), in MiB; ``None`` when not measured.
+        Peak resident memory of the method's first reconstruction (one sample)
+        above the process's before it (`lpd.metrics.first_call_memory`): its
+        working memory and what it builds and keeps; in MiB, ``None`` when not
+        measured.
     n_parameters : int or None
         Trained parameters, where the reconstructor exposes the count.
     data_range : float
@@ -280,32 +283,34 @@ def evaluate(reconstructor: Callable | Any, data, truth, *, name: str | None = N
     if callable(batched):
         def one(sample):
             return batched(sample[None])
-
+    elif callable(reconstructor):
+        one = reconstructor
+    else:
+        raise TypeError(f"{method}: a reconstructor must be callable or have "
+                        "reconstruct_batch")
+    # The memory of one reconstruction by the method as it comes, before any other
+    # call has built what it keeps (a batched method's batches are larger).
+    first, peak_bytes = metrics.first_call_memory(one, data[0]) if timed else (None, None)
+    if callable(batched):
         chunks = []
         for i in range(0, n, int(batch_size)):
             chunk = data[i:i + batch_size]
             chunks.append(_as_images(batched(chunk), (len(chunk), *image_shape), method))
             _report(progress, i + len(chunk), n)
         images = np.concatenate(chunks)
-    elif callable(reconstructor):
-        one = reconstructor
+    else:
         samples = []
         for i, sample in enumerate(data):
-            samples.append(_as_images(reconstructor(sample), image_shape,
-                                      f"{method} (sample {i})"))
+            image = first if i == 0 and first is not None else reconstructor(sample)
+            samples.append(_as_images(image, image_shape, f"{method} (sample {i})"))
             _report(progress, i + 1, n)
         images = np.stack(samples)
-    else:
-        raise TypeError(f"{method}: a reconstructor must be callable or have "
-                        "reconstruct_batch")
 
     psnr = tuple(metrics.psnr(t, x, data_range) for t, x in zip(truth, images, strict=True))
     ssim = tuple(metrics.ssim(t, x, data_range) for t, x in zip(truth, images, strict=True))
-    runtime_ms = peak_bytes = None
+    runtime_ms = None
     if timed:
-        seconds, peak_bytes = metrics.time_and_memory(one, data[0], repeats=repeats,
-                                                      warmup=warmup)
-        runtime_ms = 1e3 * seconds
+        runtime_ms = 1e3 * metrics.time_call(one, data[0], repeats=repeats, warmup=warmup)
     params = getattr(reconstructor, "params", None)
     # A perfect sample has PSNR inf, and then the spread is undefined (nan).
     with np.errstate(invalid="ignore"):
