@@ -61,7 +61,7 @@ IMPLIED_SHEPP_LOGAN_PSNR = 45.4
 """The conditional mean's PSNR on Shepp-Logan (dB) that makes the seed's ratios agree with
 the LPD paper's Shepp-Logan PSNRs (FBP 19.75, TV 28.06, FBP + U-Net 29.20, LPD 38.28)."""
 
-_CHAINS = {"n_chains": 2, "n_steps": 100_000, "burn_in": 50_000, "thin": 10,
+_CHAINS = {"n_chains": 2, "n_steps": 300_000, "burn_in": 150_000, "thin": 10,
            "library_births": 0.3}
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"setup": "ellipses", "n": 20, "seed": 2018, "test_seed": 2017,
