@@ -239,8 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(a few samples) or 'paper' (the paper's training schedule; "
                                 "for 'human' the paper's 512 x 512 size); for 'mri': "
                                 "'default' (rate 1/4 of each mask at both noise levels), "
-                                "'full' (the seed's whole grid) or 'quick'; for 'noise' and "
-                                "'limit': 'default' or 'quick' (default: %(default)s)")
+                                "'full' (the seed's whole grid) or 'quick'; for 'noise': "
+                                "'default' or 'quick'; for 'limit': 'default', 'pilot' (the "
+                                "default's settings on 3 held-out images) or 'quick' "
+                                "(default: %(default)s)")
     reproduce.add_argument("--out", metavar="DIR",
                            help="output directory (default: results/EXPERIMENT-PRESET)")
     reproduce.add_argument("--methods", metavar="KEYS",
