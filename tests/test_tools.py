@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -70,9 +71,13 @@ def test_run_status_counts_samples_through_starts_and_rates_the_last_sitting(tmp
     # 10 s per step, stopped for an hour after step 20, then 20 s per step
     _fake_run(run, batch=5, steps=[0, 10, 20, 30, 40], times=[0, 100, 200, 3800, 4000],
               init={"source": str(start), "sha256": "x"})
+    with open(run / "history.jsonl", "a") as f:  # an event is no validation
+        f.write(json.dumps({"step": 33, "event": "non-finite step retried", "loss": "0.1",
+                            "grad_norm": "nan"}) + "\n")
     assert run_status.main([str(run)]) == 0
     out = capsys.readouterr().out
     assert "step 40 of 1000 at batch 5; samples seen 267 (with the start's)" in out  # 200 + 67
     assert "rate: 180 steps/h = 900 samples/h (steps 30-40)" in out
     assert "validation: 0:20.00, 10:20.10, 20:20.20, 30:20.30, 40:20.40" in out
+    assert "event at step 33: non-finite step retried (loss 0.1, gradient norm nan)" in out
     assert run_status.main([str(tmp_path)]) == 2

@@ -234,6 +234,71 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
 
 
+def test_a_non_finite_step_leaves_weights_and_optimiser_as_they_were():
+    from lpd.training import loop
+
+    config = _config()
+    model = training.build_model(config.network, SETUP)
+    optimizer = tf.keras.optimizers.Adam(1e-3, beta_2=0.99)
+    optimizer.build(model.trainable_variables)
+    step = loop.make_train_step(model, optimizer, 2)
+    data, validation = _stream()
+    batch_data, batch_images = next(data(0))
+    bad = batch_data.copy()
+    bad[0, 0, 0, 0] = np.nan
+    before = [w.copy() for w in model.get_weights()]
+    moments = [v.numpy().copy() for v in optimizer.variables]
+    loss, norm = step(tf.constant(bad), tf.constant(batch_images))
+    assert not np.isfinite(float(norm))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(moments, optimizer.variables,
+                                                            strict=True))
+    loss, norm = step(tf.constant(batch_data), tf.constant(batch_images))
+    assert np.isfinite(float(norm)) and int(optimizer.iterations.numpy()) == 1
+    assert not all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(),
+                                                        strict=True))
+
+
+def test_a_fault_of_the_moment_is_retried_and_the_run_stays_the_same(tmp_path, monkeypatch):
+    from lpd.training import loop
+
+    data, validation = _stream()
+    straight = training.train(_config(), tmp_path / "straight", data=data,
+                              validation=validation, log=_quiet)
+    real = loop.make_train_step
+    calls = []
+
+    def flaky(*args, **kwargs):
+        step = real(*args, **kwargs)
+
+        def once_nan(data, images):
+            calls.append(1)
+            if len(calls) in (4, 5):  # two tries of step 4: as the step gives them,
+                return tf.constant(1e-3), tf.constant(np.nan)  # without the update
+            return step(data, images)
+        return once_nan
+
+    monkeypatch.setattr(loop, "make_train_step", flaky)
+    lines = []
+    result = training.train(_config(), tmp_path / "flaky", data=data, validation=validation,
+                            log=lines.append)
+    assert result.status == "completed" and result.step == 6 and len(calls) == 8
+    assert all(np.array_equal(a, b) for a, b in zip(
+        straight.model.get_weights(), result.model.get_weights(), strict=True))
+    assert any("step 4: non-finite loss or gradient on 2 tries" in line
+               and "continuing" in line for line in lines)
+    records = [json.loads(line) for line in
+               (tmp_path / "flaky" / "history.jsonl").read_text().splitlines()]
+    assert {"step": 4, "event": "non-finite step retried", "tries": 2,
+            "loss": "0.0010000000474974513", "grad_norm": "nan"} in records
+    # The event stays in the history when the run resumes, and is no validation.
+    training.train(None, tmp_path / "flaky", resume=True, data=data,
+                   validation=validation, log=_quiet)
+    records = [json.loads(line) for line in
+               (tmp_path / "flaky" / "history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "event" in r] == [4]
+
+
 def test_huge_learning_rate_is_reported_as_non_finite(tmp_path):
     data, validation = _stream()
     with pytest.raises(training.NonFiniteLossError, match="learning rate"):

@@ -57,6 +57,8 @@ def status(run: Path, last: int = 12) -> str:
     samples = batch * step + (init_samples or 0)
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()
                if line.strip()]
+    events = [h for h in history if "event" in h]
+    history = [h for h in history if "event" not in h]
     lines = [f"{run}: {config['network']['method']} on {config['setup']}, step {step} of "
              f"{config['steps']} at batch {batch}; samples seen {samples:,}"
              + ("" if not init else " (with the start's)" if init_samples is not None
@@ -84,6 +86,9 @@ def status(run: Path, last: int = 12) -> str:
             if hours > 0:
                 lines.append(f"  rate: {steps / hours:.0f} steps/h = {batch * steps / hours:,.0f}"
                              f" samples/h (steps {stretch[-1]['step']}-{stretch[0]['step']})")
+    for e in events:
+        lines.append(f"  event at step {e.get('step')}: {e['event']} (loss {e.get('loss')}, "
+                     f"gradient norm {e.get('grad_norm')})")
     return "\n".join(lines)
 
 

@@ -15,8 +15,12 @@ keeps checkpoints that lose nothing:
   crash at any moment leaves the previous checkpoint intact;
 - Ctrl-C and SIGTERM make the loop finish the current step, write a checkpoint
   and return (a second Ctrl-C aborts at once);
-- a non-finite loss or gradient stops the run with `NonFiniteLossError` and
-  writes nothing, so the last checkpoint is the last good state;
+- a non-finite loss or gradient leaves the weights untouched and the step is
+  tried again on the same batch (up to three more times: bfloat16 convolutions
+  on AMX have given a NaN gradient now and then that the same step did not
+  repeat); one that stays non-finite stops the run with
+  `NonFiniteLossError` and writes nothing, so the last checkpoint is the last
+  good state;
 - the best checkpoint by validation PSNR is kept besides the latest ones.
 
 Layout of an output directory::
@@ -243,21 +247,28 @@ def _strategy(kind: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+#: Further tries of a training step whose loss or gradient is not finite.
+_RETRIES = 3
+
+
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
                     global_batch: int, clip: float = 1.0,
                     strategy: tf.distribute.Strategy | None = None):
-    """The compiled training step of `train`: ``step(data, images) -> (loss, grad_norm)``.
+    """The training step of `train`: ``step(data, images) -> (loss, grad_norm)``.
 
     One step is the forward pass, the gradient of the mean squared error (summed
     over ``global_batch`` samples and all devices), clipping at global norm
-    ``clip`` and the optimiser's update. ``strategy`` defaults to the current
+    ``clip`` and the optimiser's update. The update is applied only where the loss
+    and the gradient's norm are finite: a non-finite step leaves the weights and
+    the optimiser's state as they were, so the caller may retry it or stop with
+    the last good state in memory. ``strategy`` defaults to the current
     `tf.distribute` strategy. Benchmarks and profilers time this function, so
     what they measure is what `train` runs.
     """
     strategy = strategy or tf.distribute.get_strategy()
     variables = model.trainable_variables
 
-    def replica_step(data, images):
+    def replica_gradients(data, images):
         with tf.GradientTape() as tape:
             residual = model(data, training=True) - images
             per_sample = tf.reduce_mean(tf.square(residual), axis=[1, 2, 3])
@@ -271,14 +282,26 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
         if n > 1:
             # The optimiser sums over devices again: hand it 1/n of the total each.
             grads = [g / n for g in grads]
-        optimizer.apply(grads, variables)
-        return loss, norm
+        return loss, grads, norm
 
     @tf.function
-    def step(data, images):
-        loss, norm = strategy.run(replica_step, args=(data, images))
+    def gradients(data, images):
+        loss, grads, norm = strategy.run(replica_gradients, args=(data, images))
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
         norm = strategy.experimental_local_results(norm)[0]
+        return loss, grads, norm
+
+    @tf.function
+    def apply(grads):
+        strategy.run(lambda g: optimizer.apply(g, variables), args=(grads,))
+
+    def step(data, images):
+        # Two compiled halves with the check between them, rather than a tf.cond
+        # around the update: the optimiser's cross-device update cannot run
+        # inside a conditional branch under MirroredStrategy.
+        loss, grads, norm = gradients(data, images)
+        if math.isfinite(float(loss)) and math.isfinite(float(norm)):
+            apply(grads)
         return loss, norm
 
     return step
@@ -734,10 +757,27 @@ class _Run:
         if batch_data.shape[0] != config.batch_size:
             raise ValueError(f"a training batch holds {batch_data.shape[0]} samples, "
                              f"the configuration says {config.batch_size}")
-        loss, norm = train_step(*_distribute(self.strategy, batch_data, batch_images))
-        loss, norm = float(loss), float(norm)
+        inputs = _distribute(self.strategy, batch_data, batch_images)
+        step = state["step"] + 1
+        faults = []
+        for _ in range(1 + _RETRIES):
+            loss, norm = (float(v) for v in train_step(*inputs))
+            if math.isfinite(loss) and math.isfinite(norm):
+                break
+            # The step left the weights as they were. A fault of the moment passes
+            # on another try of the same batch, which keeps the run exactly what
+            # it would have been; a NaN of the data or of diverging weights does not.
+            faults.append((loss, norm))
+        if faults and len(faults) <= _RETRIES:
+            tries = ", ".join(f"loss {a}, gradient norm {b}" for a, b in faults)
+            self.log(f"step {step}: non-finite loss or gradient on {len(faults)} "
+                     f"tr{'y' if len(faults) == 1 else 'ies'} of training batch "
+                     f"{state['batches']} ({tries}), finite on the next: continuing")
+            with open(self.out / "history.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "event": "non-finite step retried",
+                                    "tries": len(faults), "loss": str(faults[0][0]),
+                                    "grad_norm": str(faults[0][1])}) + "\n")
         if not (math.isfinite(loss) and math.isfinite(norm)):
-            step = state["step"] + 1
             where = (f"the last good checkpoint is {last_checkpoint}"
                      if last_checkpoint else "no checkpoint had been written yet")
             with open(self.out / "history.jsonl", "a") as f:
@@ -745,7 +785,8 @@ class _Run:
                                     "loss": str(loss), "grad_norm": str(norm)}) + "\n")
             raise NonFiniteLossError(
                 f"non-finite loss at step {step} (loss {loss}, gradient norm {norm},"
-                f" training batch {state['batches']}); stopped without saving: {where}. "
+                f" training batch {state['batches']}, {1 + _RETRIES} tries); stopped "
+                f"without saving: {where}. "
                 "Check the data for NaN/inf, or lower the learning rate, and resume.",
                 step, last_checkpoint)
         return loss, norm
@@ -786,16 +827,23 @@ def _sha_text(text: str) -> str:
 
 
 def _read_history(path: Path, step: int) -> list:
-    """The validations up to ``step``; later lines (from after the checkpoint) are dropped."""
+    """The validations up to ``step``; later ones (from after the checkpoint) are dropped.
+
+    Events (a non-finite step, retried or not) stay in the file wherever they
+    happened: they record what the run met, not a state it resumes from.
+    """
     if not path.exists():
         return []
-    kept = []
+    kept, lines = [], []
     for line in path.read_text().splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if record.get("step", 0) <= step and "event" not in record:
+        if "event" in record:
+            lines.append(record)
+        elif record.get("step", 0) <= step:
             kept.append(record)
-    write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+            lines.append(record)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in lines))
     return kept

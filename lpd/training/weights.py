@@ -212,7 +212,9 @@ def init_source(config: TrainingConfig) -> tuple[Path, dict]:
 
 
 def _records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The validation records of a ``history.jsonl`` (not its events)."""
+    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return [r for r in records if "event" not in r]
 
 
 def _earlier_history(init: dict | None, dest: Path, history: str) -> str:
