@@ -66,3 +66,29 @@ def test_a_cell_without_networks_is_reported_not_trained(one_cell, tmp_path, mon
     assert any("left out of this cell" in line for line in lines)
     text = (tmp_path / "out" / "results.md").read_text()
     assert "not trained" in text and "train_splitting.py" in text
+
+
+def test_the_full_grid_runs_the_rate_4_networks_where_a_cell_has_none(one_cell, tmp_path,
+                                                                       monkeypatch):
+    from lpd.methods import splitting
+
+    own = splitting.weights_dir("brain_mri_radial4_noise10") / "splitting.json"
+    if not own.exists():
+        pytest.skip("the shipped networks of radial 1/4, 10 % are not here")
+    preset = dict(mri.MRI.presets[one_cell], cells=(mri.Cell("radial", 3, 10),
+                                                    mri.Cell("radial", 4, 10)),
+                  methods=("zf", "admm"), n_test=1, networks_from_rate=4)
+    monkeypatch.setitem(mri.MRI.presets, one_cell, preset)
+    lines = []
+    rows = mri.run(one_cell, tmp_path / "out", log=lines.append)
+    assert [(r["setup"], r["method"]) for r in rows] == [
+        ("brain_mri_radial3_noise10", "zf"), ("brain_mri_radial3_noise10", "admm"),
+        ("brain_mri_radial4_noise10", "zf"), ("brain_mri_radial4_noise10", "admm")]
+    assert "slices of brain_mri_radial4_noise10" in rows[1]["training"]
+    assert "slices of" not in rows[3]["training"]
+    # The learned regulariser of rate 1/4 still beats zero filling at rate 1/3.
+    assert rows[1]["psnr"] > rows[0]["psnr"] + 2
+    text = (tmp_path / "out" / "results.md").read_text()
+    radial3, radial4 = (line for line in text.splitlines() if line.startswith("| radial"))
+    assert "†" in radial3 and "†" not in radial4
+    assert "† with the networks trained at rate 1/4 of the same pattern" in text

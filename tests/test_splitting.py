@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -63,7 +64,8 @@ def test_config_is_checked():
     assert splitting.SplittingConfig(tv_weight=0.1, tv_decay=0.5).mu(2) == pytest.approx(0.025)
 
 
-def test_training_improves_on_tv_and_the_saved_networks_reload(setup, tmp_path):
+def test_training_improves_on_tv_and_the_saved_networks_reload(setup, tmp_path,
+                                                                 monkeypatch):
     config = splitting.SplittingConfig(outer_loops=2, tv_weight=0.005, initial_iter=100,
                                        z_iter=30, filters=(8, 8), patch=24, first_patches=320,
                                        later_patches=160, batch_size=16)
@@ -100,6 +102,22 @@ def test_training_improves_on_tv_and_the_saved_networks_reload(setup, tmp_path):
         splitting.load_splitting(operators.get_setup(other), saved)
     with pytest.raises(FileNotFoundError, match="train_splitting.py --setup"):
         splitting.load_splitting(setup, tmp_path / "missing")
+
+    # Another set-up may run these networks, named as trained on this one; its first
+    # loop takes its own tuned TV weight.
+    other = dataclasses.replace(setup.config, name="another",
+                                sampling=SamplingConfig("random", 0.5))
+    monkeypatch.setattr(classical, "load_params",
+                        lambda name: SimpleNamespace(tv_weight={"another": 0.002}[name]))
+    borrowed = splitting.load_splitting(operators.get_setup(other), saved,
+                                        trained_on="mri_split_test")
+    assert borrowed.config.tv_weight == 0.002 and borrowed.loops == best
+    assert "of mri_split_test" in borrowed.training
+    assert all(np.array_equal(a, b) for n, m in zip(borrowed.networks, loaded.networks,
+                                                    strict=True)
+               for a, b in zip(n.get_weights(), m.get_weights(), strict=True))
+    with pytest.raises(ValueError, match="splitting networks of set-up"):
+        splitting.load_splitting(operators.get_setup(other), saved, trained_on="third")
 
 
 def test_the_gan_variant_trains_its_generator_against_the_discriminator(setup, tmp_path):

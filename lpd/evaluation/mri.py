@@ -19,7 +19,10 @@ networks (``data/weights/<set-up>/admm``), and its GAN variant
 
 The grid and its presets are data (`MRI`): ``default`` runs rate 1/4 of each
 pattern at both noise levels, ``full`` the seed's whole grid, ``quick`` the
-default cells on three test slices.
+default cells on three test slices. In ``full`` a cell without networks of its
+own runs those of its pattern and noise level at rate 1/4 (with its own tuned
+TV weight; `lpd.methods.splitting.load_splitting` with ``trained_on``), and the
+table marks those cells.
 
 References
 ----------
@@ -46,7 +49,7 @@ from lpd.data import pipelines as datasets
 from lpd.evaluation import figures, reproduce
 from lpd.evaluation import scoring as evaluation
 from lpd.io import atomic_write
-from lpd.methods import classical, registry
+from lpd.methods import classical, registry, splitting
 from lpd.physics import operators
 
 __all__ = ["Cell", "MRI", "SEED_TABLE", "cells", "run"]
@@ -139,8 +142,10 @@ MRI = MRIExperiment(
     presets={
         "default": {"cells": _DEFAULT_CELLS, "methods": _METHODS, "n_test": None,
                     "seed": 2018, "timing": {"repeats": 1, "warmup": 0}},
+        # A cell without networks of its own runs those of its pattern and noise
+        # level at rate 1/4 (the default's cells), marked in the table.
         "full": {"cells": _FULL_CELLS, "methods": _METHODS, "n_test": None, "seed": 2018,
-                 "timing": {"repeats": 1, "warmup": 0}},
+                 "timing": {"repeats": 1, "warmup": 0}, "networks_from_rate": 4},
         "quick": {"cells": _DEFAULT_CELLS, "methods": _METHODS, "n_test": 3, "seed": 2018,
                   "timing": {"repeats": 1, "warmup": 0}},
     },
@@ -148,6 +153,9 @@ MRI = MRIExperiment(
 
 # The test slice shown in reconstructions.png (through the ventricles).
 _SHOWN = "colin27:z=82"
+
+# The methods of the splitting scheme, by key: their network ("scae" or "gan").
+_SPLITTING = {key: network for network, (key, _) in splitting.NETWORKS.items()}
 
 _OUTPUTS = ("results.csv", "results.md", "masks.png", "reconstructions.png", "run.json")
 _COLUMNS_CSV = ("setup", "pattern", "rate", "noise", *evaluation.COLUMNS)
@@ -175,16 +183,30 @@ def _methods(methods: Sequence[str] | None, preset: dict) -> tuple[str, ...]:
     return tuple(m for m in registry.METHODS if m in methods)
 
 
-def _reconstructor(key: str, setup, tuned: dict, log: Callable[[str], Any]):
+def _reconstructor(key: str, setup, tuned: dict, log: Callable[[str], Any],
+                   trained_on: str | None = None):
     if key in tuned:
         return tuned[key]
     method = registry.get(key)
+    if trained_on is not None:
+        return splitting.load_splitting(setup, network=_SPLITTING[key], trained_on=trained_on,
+                                        log=log)
     if method.learned:
         from lpd import training
 
         model = training.load_pretrained(f"{setup.config.name}/{key}", precision="float32")
         return reproduce._network(model, key)
     return reproduce._untuned(key, setup, log)
+
+
+def _networks_from(cell: Cell, key: str, settings: dict) -> str | None:
+    """The set-up whose networks a splitting method runs in ``cell``: None for its own."""
+    rate = settings.get("networks_from_rate")
+    if key not in _SPLITTING or rate is None or cell.rate == rate:
+        return None
+    if (splitting.weights_dir(cell.setup, network=_SPLITTING[key]) / "splitting.json").exists():
+        return None
+    return Cell(cell.pattern, rate, cell.noise).setup
 
 
 def run(preset: str = "default", out: str | os.PathLike | None = None, *,
@@ -224,6 +246,7 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
     rows: list[dict] = []
     shown: list[tuple[str, np.ndarray, dict, dict]] = []
     missing: dict[str, list[str]] = {}
+    borrowed: dict[str, dict[str, str]] = {}
     for cell in grid:
         setup = operators.get_setup(cell.setup)
         slices = brain_mri.brain_mri_slices(setup, "test")
@@ -238,8 +261,9 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
         images, captions = {}, {}
         for key in keys:
             name = registry.get(key).name
+            source = _networks_from(cell, key, settings)
             try:
-                method = _reconstructor(key, setup, tuned, log)
+                method = _reconstructor(key, setup, tuned, log, source)
             except FileNotFoundError as err:
                 # A cell whose networks are not trained yet: its row says so.
                 log(f"  {name}: left out of this cell: {err}")
@@ -255,6 +279,8 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
                 row.paper_psnr, row.paper_ssim = seed
             rows.append({"setup": cell.setup, "pattern": cell.pattern, "rate": f"1/{cell.rate}",
                          "noise": cell.noise, **dataclasses.asdict(row)})
+            if source is not None:
+                borrowed.setdefault(cell.setup, {})[key] = source
             images[name] = result.images[index]
             captions[name] = f"{result.psnr[index]:.2f} dB / {result.ssim[index]:.3f}"
             seed_text = "" if seed is None else f" (seed {seed[0]:.2f} / {seed[1]:.2f})"
@@ -266,7 +292,8 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
     meta = {"experiment": "mri", "preset": preset, "cells": [c.setup for c in grid],
             "methods": list(keys), "test": f"{len(truth)} test slices of the brain MRI "
             f"({', '.join(slices.labels[:3])}, ...)", "shown": _SHOWN, "data_range": 1.0,
-            "command": command, "wall_seconds": wall, "not_trained": missing}
+            "command": command, "wall_seconds": wall, "not_trained": missing,
+            "networks_from": borrowed}
     written = _write(out, rows, meta, grid, shown, keys)
     log(f"done in {wall:.0f} s; wrote " + ", ".join(str(p) for p in written))
     return rows
@@ -292,6 +319,8 @@ def _markdown(rows: list[dict], meta: dict, keys: Sequence[str]) -> str:
                 cells_text.append("not trained")
                 continue
             text = f"{row['psnr']:.2f} / {row['ssim']:.3f}"
+            if key in meta.get("networks_from", {}).get(row["setup"], {}):
+                text += " †"
             if row["paper_psnr"] is not None:
                 text += f" ({row['paper_psnr']:.2f} / {row['paper_ssim']:.2f})"
             cells_text.append(text)
@@ -301,8 +330,20 @@ def _markdown(rows: list[dict], meta: dict, keys: Sequence[str]) -> str:
         lines += ["", "\"not trained\": no shipped networks for that cell yet; "
                   "`python tools/train_splitting.py --setup <set-up>` trains them (with "
                   "`--network gan` those of ADMM + GAN)."]
+    if meta.get("networks_from"):
+        rates = sorted({_rate_of(source) for sources in meta["networks_from"].values()
+                        for source in sources.values()})
+        lines += ["", "† with the networks trained at rate " + ", ".join(rates) + " of the same "
+                  "pattern and noise level (this cell has none of its own): the regulariser is "
+                  "learned apart from the inversion, so it may serve another mask; its first "
+                  "loop takes this cell's tuned TV weight. The seed trains every cell's own."]
     lines += ["", f"Written by `{meta['command']}` in {meta['wall_seconds']:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def _rate_of(setup_name: str) -> str:
+    cell = next(c for c in _FULL_CELLS if c.setup == setup_name)
+    return f"1/{cell.rate}"
 
 
 def _write(out: Path, rows: list[dict], meta: dict, grid: Sequence[Cell], shown: list,

@@ -351,8 +351,16 @@ def save_splitting(method: SplittingReconstructor, record: dict, directory: str 
 
 
 def load_splitting(setup, directory: str | Path | None = None, *, network: str = "scae",
+                   trained_on: str | None = None,
                    log: Callable[[str], Any] | None = None) -> SplittingReconstructor:
     """The trained splitting scheme of a set-up (`weights_dir` of ``network`` by default).
+
+    ``trained_on`` names another MRI set-up whose networks to run on this one's
+    data (another rate of the same pattern and noise, say): the scheme's
+    regulariser is learned apart from the inversion, so it may serve another
+    mask. Its first loop then takes this set-up's tuned TV weight
+    (`lpd.methods.classical.load_params`), as training here would have; the
+    number of loops stays the one chosen on the other set-up's validation slices.
 
     Raises
     ------
@@ -360,17 +368,20 @@ def load_splitting(setup, directory: str | Path | None = None, *, network: str =
         If no networks were trained for the set-up; the message gives the command.
     """
     setup = operators.as_setup(setup)
+    source = trained_on or setup.config.name
     directory = (Path(directory) if directory is not None
-                 else weights_dir(setup.config.name, network=network))
+                 else weights_dir(source, network=network))
     flag = "" if network == "scae" else f" --network {network}"
     manifest = read_record(
-        directory / "splitting.json", what="trained splitting networks",
-        setup=setup.config.name,
-        make=f"python tools/train_splitting.py --setup {setup.config.name}{flag}")
+        directory / "splitting.json", what="trained splitting networks", setup=source,
+        make=f"python tools/train_splitting.py --setup {source}{flag}")
     config = SplittingConfig(**manifest["config"])
     if config.network != network:
         raise ValueError(f"{directory} holds the {config.network} networks of the scheme, "
                          f"not the {network} ones")
+    if source != setup.config.name:
+        config = dataclasses.replace(
+            config, tv_weight=classical.load_params(setup.config.name).tv_weight)
     with np.load(directory / "networks.npz") as arrays:
         networks = []
         for k in range(1, config.outer_loops + 1):
@@ -382,15 +393,17 @@ def load_splitting(setup, directory: str | Path | None = None, *, network: str =
     # every loop during training): later loops, with less TV, can lose at high noise.
     record = manifest["record"]["loops"]
     best = max(record[1:], key=lambda entry: entry["validation_psnr"])
+    where = "" if source == setup.config.name else f" of {source}"
     training = (f"{config.outer_loops} ADMM loops trained on {manifest['record']['n_train']} "
-                f"slices (with x-flips); {best['loop']} used, the best on validation "
-                f"({best['validation_psnr']:.2f} dB)")
+                f"slices{where} (with x-flips); {best['loop']} used, the best on "
+                f"validation ({best['validation_psnr']:.2f} dB)")
     if log is not None:
         log(f"  {NETWORKS[network][0]}: networks {directory} ({training})")
     return SplittingReconstructor(setup, config, networks, loops=best["loop"], training=training)
 
 
 def load_splitting_gan(setup, directory: str | Path | None = None, *,
+                       trained_on: str | None = None,
                        log: Callable[[str], Any] | None = None) -> SplittingReconstructor:
     """The trained GAN variant of the splitting scheme (``data/weights/<set-up>/admm_gan``)."""
-    return load_splitting(setup, directory, network="gan", log=log)
+    return load_splitting(setup, directory, network="gan", trained_on=trained_on, log=log)
