@@ -96,7 +96,7 @@ _SHIPPED_SCHEDULES = {
     # paper's schedule of the training campaign (shipped warm-started from the
     # earlier weights, which the manifest records; --train runs it from scratch).
     "ellipses": {"lpd": {"preset": "paper"}, "lp": {"preset": "paper"},
-                 "lgd": {"steps": 3000}, "unet": {"steps": 20000}},
+                 "lgd": {"preset": "paper"}, "unet": {"steps": 20000}},
     "human_small": {"lpd": {"steps": 10000}, "unet": {"steps": 6000, "augment": "dihedral"}},
     # AUTOMAP is not shipped (see "trained_here" below); it trains on as many
     # samples as the shipped LPD beside it saw.
