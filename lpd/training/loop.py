@@ -773,16 +773,12 @@ class _Run:
             self.log(f"step {step}: non-finite loss or gradient on {len(faults)} "
                      f"tr{'y' if len(faults) == 1 else 'ies'} of training batch "
                      f"{state['batches']} ({tries}), finite on the next: continuing")
-            with open(self.out / "history.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, "event": "non-finite step retried",
-                                    "tries": len(faults), "loss": str(faults[0][0]),
-                                    "grad_norm": str(faults[0][1])}) + "\n")
+            self._event(step, "non-finite step retried", tries=len(faults),
+                        loss=str(faults[0][0]), grad_norm=str(faults[0][1]))
         if not (math.isfinite(loss) and math.isfinite(norm)):
             where = (f"the last good checkpoint is {last_checkpoint}"
                      if last_checkpoint else "no checkpoint had been written yet")
-            with open(self.out / "history.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, "event": "non-finite loss",
-                                    "loss": str(loss), "grad_norm": str(norm)}) + "\n")
+            self._event(step, "non-finite loss", loss=str(loss), grad_norm=str(norm))
             raise NonFiniteLossError(
                 f"non-finite loss at step {step} (loss {loss}, gradient norm {norm},"
                 f" training batch {state['batches']}, {1 + _RETRIES} tries); stopped "
@@ -790,6 +786,11 @@ class _Run:
                 "Check the data for NaN/inf, or lower the learning rate, and resume.",
                 step, last_checkpoint)
         return loss, norm
+
+    def _event(self, step: int, event: str, **details) -> None:
+        """Append what the run met at ``step`` to ``history.jsonl`` (kept on resume)."""
+        with open(self.out / "history.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "event": event, **details}) + "\n")
 
     def _log_progress(self, step: int, loss: float, norm: float, last_record: dict | None,
                       progress: _Progress) -> None:
