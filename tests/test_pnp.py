@@ -14,7 +14,7 @@ from lpd.methods import denoising, pnp  # noqa: E402
 from lpd.physics import operators  # noqa: E402
 
 TINY = pnp.DenoiserConfig(shape=(32, 32), features=8, depth=3, patch=24, batch_size=8,
-                          steps=40, phantoms_per_step=2)
+                          steps=40, phantoms_per_step=2, learning_rate=3e-3)
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,17 @@ def test_random_patches_cut_the_same_places_of_both_stacks():
     x, t = denoising.random_patches(a, -a, 5, 4, np.random.default_rng(1))
     assert x.shape == (5, 4, 4)
     np.testing.assert_array_equal(x, -t)
+
+
+def test_the_learning_rate_is_constant_or_a_cosine_to_zero():
+    assert denoising.learning_rate_schedule(1e-3, 100) == 1e-3
+    cosine = denoising.learning_rate_schedule(1e-3, 100, "cosine")
+    np.testing.assert_allclose([float(cosine(s)) for s in (0, 50, 100, 200)],
+                               [1e-3, 5e-4, 0, 0], atol=1e-9)
+    with pytest.raises(ValueError, match="unknown decay 'linear'"):
+        denoising.learning_rate_schedule(1e-3, 100, "linear")
+    with pytest.raises(ValueError, match="unknown decay"):
+        pnp.DenoiserConfig(decay="step")
 
 
 def test_the_denoiser_learns_to_denoise(trained):

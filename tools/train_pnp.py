@@ -21,7 +21,7 @@ import sys
 
 from lpd.data import pipelines as datasets
 from lpd.io import atomic_write
-from lpd.methods import classical, pnp
+from lpd.methods import classical, denoising, pnp
 from lpd.physics import operators
 
 
@@ -30,6 +30,8 @@ def main(argv=None):
     p.add_argument("--setup", nargs="+", required=True, help="set-ups to tune the scheme for")
     p.add_argument("--images", default="ellipses", help="phantom family of the denoiser")
     p.add_argument("--steps", type=int, default=pnp.DenoiserConfig.steps)
+    p.add_argument("--decay", default=pnp.DenoiserConfig.decay, choices=denoising.DECAYS,
+                   help="learning-rate schedule of the denoiser's training")
     p.add_argument("--retrain", action="store_true", help="retrain the denoiser")
     p.add_argument("--n-val", type=int, default=4)
     p.add_argument("--seed", type=int, default=1)
@@ -45,7 +47,7 @@ def main(argv=None):
 
     directory = pnp.denoiser_dir(args.images, args.root)
     if args.retrain or not (directory / "denoiser.json").exists():
-        config = pnp.DenoiserConfig(images=args.images, steps=args.steps)
+        config = pnp.DenoiserConfig(images=args.images, steps=args.steps, decay=args.decay)
         print(f"training the denoiser on {args.images} ({config.steps} steps)", flush=True)
         network, record = pnp.train_denoiser(config)
         pnp.save_denoiser(network, record, directory, overwrite=args.retrain, command=command)

@@ -133,19 +133,42 @@ def _batch(draw: Callable[[int], tuple[np.ndarray, np.ndarray]], step: int):
     return (x[..., None] if x.ndim == 3 else x), (y[..., None] if y.ndim == 3 else y)
 
 
+DECAYS = ("constant", "cosine")
+"""Learning-rate schedules of `fit`: constant, or a cosine from its value to 0."""
+
+
+def learning_rate_schedule(learning_rate: float, n_steps: int, decay: str = "constant"):
+    """The learning rate of `fit`'s Adam: a constant, or a cosine decay to 0 over ``n_steps``.
+
+    Raises
+    ------
+    ValueError
+        For a decay not in `DECAYS`.
+    """
+    import keras
+
+    if decay not in DECAYS:
+        raise ValueError(f"unknown decay {decay!r}; choose one of {DECAYS}")
+    if decay == "constant":
+        return learning_rate
+    return keras.optimizers.schedules.CosineDecay(learning_rate, max(1, n_steps), alpha=0.0)
+
+
 def fit(network, draw: Callable[[int], tuple[np.ndarray, np.ndarray]], n_steps: int,
-        learning_rate: float = 1e-3, *, log: Callable[[str], Any] | None = None,
-        label: str = "") -> float:
+        learning_rate: float = 1e-3, *, decay: str = "constant",
+        log: Callable[[str], Any] | None = None, label: str = "") -> float:
     """Train ``network`` for ``n_steps`` Adam steps on batches ``(x, target) = draw(step)``.
 
     ``x`` is ``(batch, H, W, channels)``, ``target`` ``(batch, H, W, 1)`` (or
-    without the channel axis); the loss is their mean squared error. Progress
-    is logged five times. Returns the mean loss of the last 50 steps.
+    without the channel axis); the loss is their mean squared error. The
+    learning rate is constant or decays to 0 (``decay``, see
+    `learning_rate_schedule`). Progress is logged five times. Returns the mean
+    loss of the last 50 steps.
     """
     import keras
     import tensorflow as tf
 
-    optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer = keras.optimizers.Adam(learning_rate_schedule(learning_rate, n_steps, decay))
 
     @tf.function
     def step(x, y):

@@ -77,6 +77,10 @@ class DenoiserConfig:
     phantoms_per_step : int
         Fresh phantoms the patches of one step are cut from.
     learning_rate : float
+        Adam's (peak) learning rate.
+    decay : {"cosine", "constant"}
+        Its schedule (`lpd.methods.denoising.learning_rate_schedule`); denoisers
+        trained before the setting existed had a constant rate.
     seed : int
     """
 
@@ -90,10 +94,13 @@ class DenoiserConfig:
     steps: int = 2000
     phantoms_per_step: int = 4
     learning_rate: float = 1e-3
+    decay: str = "cosine"
     seed: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+        if self.decay not in denoising.DECAYS:
+            raise ValueError(f"unknown decay {self.decay!r}; choose one of {denoising.DECAYS}")
         check_positive(self, ("features", "depth", "patch", "batch_size", "steps",
                               "phantoms_per_step"), ("max_level",))
 
@@ -136,8 +143,8 @@ def train_denoiser(config: DenoiserConfig | None = None, *,
 
     before = {str(s): _denoising_psnr(network, held_out, s, 1) for s in levels}
     t0 = time.perf_counter()
-    loss = denoising.fit(network, draw, config.steps, config.learning_rate, log=log,
-                         label="denoiser: ")
+    loss = denoising.fit(network, draw, config.steps, config.learning_rate,
+                         decay=config.decay, log=log, label="denoiser: ")
     after = {str(s): _denoising_psnr(network, held_out, s, 1) for s in levels}
     noisy_psnr = {str(s): float(-20 * math.log10(s)) for s in levels}
     log("  denoising PSNR on 8 held-out phantoms by level: "
