@@ -68,6 +68,19 @@ def test_a_cell_without_networks_is_reported_not_trained(one_cell, tmp_path, mon
     assert "not trained" in text and "train_splitting.py" in text
 
 
+def test_a_cell_without_its_lpd_says_how_to_train_it(one_cell, tmp_path, monkeypatch):
+    monkeypatch.setitem(mri.MRI.presets[one_cell], "methods", ("zf", "lpd"))
+    from lpd.training import weights
+
+    monkeypatch.setattr(weights, "default_weights_dir", lambda: tmp_path / "no-weights")
+    rows = mri.run(one_cell, tmp_path / "out", log=lambda line: None)
+    assert [r["method"] for r in rows] == ["zf"]
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "| not trained |" in text
+    assert "`lpd train --setup <set-up> --method lpd --images brain_mri`" in text
+    assert "train_splitting.py" not in text
+
+
 def test_the_full_grid_runs_the_rate_4_networks_where_a_cell_has_none(one_cell, tmp_path,
                                                                        monkeypatch):
     from lpd.methods import splitting

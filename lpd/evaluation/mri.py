@@ -192,10 +192,12 @@ def _reconstructor(key: str, setup, tuned: dict, log: Callable[[str], Any],
         return splitting.load_splitting(setup, network=_SPLITTING[key], trained_on=trained_on,
                                         log=log)
     if method.learned:
-        from lpd import training
+        from lpd.training import weights
 
-        model = training.load_pretrained(f"{setup.config.name}/{key}", precision="float32")
-        return reproduce._network(model, key)
+        name = f"{setup.config.name}/{key}"
+        if not (weights.default_weights_dir() / name / "model.npz").exists():
+            raise FileNotFoundError(f"no shipped weights {name!r}")
+        return reproduce._network(weights.load_pretrained(name, precision="float32"), key)
     return reproduce._untuned(key, setup, log)
 
 
@@ -293,7 +295,7 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
             "methods": list(keys), "test": f"{len(truth)} test slices of the brain MRI "
             f"({', '.join(slices.labels[:3])}, ...)", "shown": _SHOWN, "data_range": 1.0,
             "command": command, "wall_seconds": wall, "not_trained": missing,
-            "networks_from": borrowed}
+            "networks_from": borrowed, "networks_from_rate": settings.get("networks_from_rate")}
     written = _write(out, rows, meta, grid, shown, keys)
     log(f"done in {wall:.0f} s; wrote " + ", ".join(str(p) for p in written))
     return rows
@@ -326,24 +328,25 @@ def _markdown(rows: list[dict], meta: dict, keys: Sequence[str]) -> str:
             cells_text.append(text)
         lines.append("| " + " | ".join([PATTERN_NAMES[first["pattern"]], f"{first['noise']} %",
                                          first["rate"], *cells_text]) + " |")
-    if meta["not_trained"]:
+    untrained = {key for keys_ in meta["not_trained"].values() for key in keys_}
+    if untrained:
+        how = []
+        if untrained & set(_SPLITTING):
+            how.append("`python tools/train_splitting.py --setup <set-up>` trains those of the "
+                       "splitting scheme (with `--network gan` those of ADMM + GAN)")
+        for key in sorted(untrained - set(_SPLITTING)):
+            how.append(f"`lpd train --setup <set-up> --method {key} --images brain_mri` "
+                       f"trains {names[key]}")
         lines += ["", "\"not trained\": no shipped networks for that cell yet; "
-                  "`python tools/train_splitting.py --setup <set-up>` trains them (with "
-                  "`--network gan` those of ADMM + GAN)."]
+                  + "; ".join(how) + "."]
     if meta.get("networks_from"):
-        rates = sorted({_rate_of(source) for sources in meta["networks_from"].values()
-                        for source in sources.values()})
-        lines += ["", "† with the networks trained at rate " + ", ".join(rates) + " of the same "
+        lines += ["", f"† with the networks trained at rate 1/{meta['networks_from_rate']} "
+                  "of the same "
                   "pattern and noise level (this cell has none of its own): the regulariser is "
                   "learned apart from the inversion, so it may serve another mask; its first "
                   "loop takes this cell's tuned TV weight. The seed trains every cell's own."]
     lines += ["", f"Written by `{meta['command']}` in {meta['wall_seconds']:.0f} s.", ""]
     return "\n".join(lines)
-
-
-def _rate_of(setup_name: str) -> str:
-    cell = next(c for c in _FULL_CELLS if c.setup == setup_name)
-    return f"1/{cell.rate}"
 
 
 def _write(out: Path, rows: list[dict], meta: dict, grid: Sequence[Cell], shown: list,
