@@ -14,7 +14,7 @@ from lpd.methods import denoising, pnp  # noqa: E402
 from lpd.physics import operators  # noqa: E402
 
 TINY = pnp.DenoiserConfig(shape=(32, 32), features=8, depth=3, patch=24, batch_size=8,
-                          steps=40, phantoms_per_step=2, learning_rate=3e-3)
+                          steps=40, phantoms_per_step=2)
 
 
 @pytest.fixture(scope="module")

@@ -78,9 +78,11 @@ class DenoiserConfig:
         Fresh phantoms the patches of one step are cut from.
     learning_rate : float
         Adam's (peak) learning rate.
-    decay : {"cosine", "constant"}
-        Its schedule (`lpd.methods.denoising.learning_rate_schedule`); denoisers
-        trained before the setting existed had a constant rate.
+    decay : {"constant", "cosine"}
+        Its schedule (`lpd.methods.denoising.learning_rate_schedule`). The shipped
+        denoiser's was constant: one trained 12 000 steps with a cosine decay
+        denoised better (36.6 against 35.4 dB at 5 %) but made plug-and-play worse
+        on Shepp-Logan (23.8 against 27.3 dB) and no better on held-out ellipses.
     seed : int
     """
 
@@ -94,7 +96,7 @@ class DenoiserConfig:
     steps: int = 2000
     phantoms_per_step: int = 4
     learning_rate: float = 1e-3
-    decay: str = "cosine"
+    decay: str = "constant"
     seed: int = 0
 
     def __post_init__(self):
