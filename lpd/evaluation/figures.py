@@ -175,8 +175,8 @@ def grid_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray],
               for img in images.values()]
     error_max = max((float(np.percentile(e, 99.5)) for e in errors), default=1.0) or 1.0
     n_cols = 1 + 2 * len(methods)
-    fig, axes = plt.subplots(len(rows), n_cols, squeeze=False,
-                             figsize=(1.9 * n_cols, 2.2 * len(rows)))
+    height = 2.2 * len(rows)
+    fig, axes = plt.subplots(len(rows), n_cols, squeeze=False, figsize=(1.9 * n_cols, height))
     for i, (label, truth, images, captions) in enumerate(rows):
         axes[i, 0].imshow(np.asarray(truth).T, origin="lower", cmap="gray", vmin=window[0],
                           vmax=window[1])
@@ -185,23 +185,24 @@ def grid_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray],
             axes[i, 0].set_title("ground truth", fontsize=8)
         for j, name in enumerate(methods):
             ax = axes[i, 1 + j]
-            if name not in images:  # not run for this case: a blank panel
+            err = axes[i, 1 + len(methods) + j]
+            if i == 0:  # the column's header, whether or not it ran here
+                err.set_title(f"|error| {name}\n0 to {error_max:.3g}", fontsize=7)
+            if name not in images:  # not run for this case: blank panels
                 ax.set_title(f"{name}\n(not run)" if i == 0 else "(not run)", fontsize=7)
                 continue
             image = np.asarray(images[name], float)
             ax.imshow(image.T, origin="lower", cmap="gray", vmin=window[0], vmax=window[1])
             ax.set_title(f"{name}\n{captions.get(name, '')}" if i == 0 else
                          captions.get(name, ""), fontsize=7)
-            err = axes[i, 1 + len(methods) + j]
             err.imshow(np.abs(image - truth).T, origin="lower", cmap="magma", vmin=0,
                        vmax=error_max)
-            if i == 0:
-                err.set_title(f"|error| {name}\n0 to {error_max:.3g}", fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=10, y=1.0 + 0.18 / len(rows))
+    if title:  # above the column titles, whatever the number of rows
+        fig.subplots_adjust(top=1 - 0.8 / height)
+        fig.suptitle(title, fontsize=10, y=1.0, va="top")
     return _save(fig, path, overwrite)
 
 

@@ -6,8 +6,11 @@ a rate ``1 / k`` and a noise level, each its own set-up of `lpd.config.SETUPS`,
 slices of the brain MRI (`lpd.data.brain_mri`) and reconstructs them with
 every method: zero filling, TV (tuned per cell on the validation slices,
 ``data/classical/<set-up>.json``) and the splitting scheme with its shipped
-networks (``data/weights/<set-up>/admm``), and its GAN variant
-(``data/weights/<set-up>/admm_gan``). It writes into the output directory
+networks (``data/weights/<set-up>/admm``), its GAN variant
+(``data/weights/<set-up>/admm_gan``), and Learned Primal-Dual trained on the
+cell's own operator (``data/weights/<set-up>/lpd``; beside the seed's ADMM-net,
+its unrolled baseline). A cell without a learned method's weights has "not
+trained" in that method's column. It writes into the output directory
 
 - ``results.csv``: one row per cell and method (the columns of
   `lpd.evaluation.scoring.COLUMNS` after ``setup``, ``pattern``, ``rate`` and
@@ -116,6 +119,8 @@ SEED_TABLE = _parse_table(_TABLE2)
 
 # The seed's column each method of lpd stands beside.
 SEED_COLUMN = {"zf": "zf", "tv": "tv", "admm": "scae", "admm_gan": "gan", "lpd": "admm_net"}
+_SEED_NAMES = {"zf": "ZF", "tv": "TV", "admm_net": "ADMM-net, the seed's unrolled network",
+               "scae": "SCAE", "snlae": "SNLAE", "gan": "GAN"}
 
 _SOURCE = ("Liu, Kuang & Zhang, MICCAI 2018, Table 2 (21 ADNI slices of 192 x 160; ours are 21 "
            "Colin27 slices, one averaged subject: compare orders and gaps, not values)")
@@ -132,9 +137,13 @@ class MRIExperiment:
 
 _DEFAULT_CELLS = tuple(Cell(p, 4, n) for p in MRI_PATTERNS for n in MRI_NOISE)
 _FULL_CELLS = tuple(Cell(p, r, n) for p in MRI_PATTERNS for n in MRI_NOISE for r in MRI_RATES)
-# ADMM + GAN (admm_gan) joins the default once its networks ship for a cell; until
-# then `--methods zf,tv,admm,admm_gan` runs it where it is trained.
-_METHODS = ("zf", "tv", "admm")
+# LPD, trained on a cell's own operator, stands where the seed has ADMM-net (its
+# unrolled baseline); a cell without its weights says "not trained". ADMM + GAN
+# (admm_gan) joins the default once its networks ship for a cell; until then
+# `--methods zf,tv,admm,admm_gan` runs it where it is trained.
+_METHODS = ("zf", "tv", "admm", "lpd")
+# The whole grid: the seed's methods (LPD is trained for few cells; `--methods` adds it).
+_FULL_METHODS = ("zf", "tv", "admm")
 
 MRI = MRIExperiment(
     name="mri",
@@ -144,7 +153,7 @@ MRI = MRIExperiment(
                     "seed": 2018, "timing": {"repeats": 1, "warmup": 0}},
         # A cell without networks of its own runs those of its pattern and noise
         # level at rate 1/4 (the default's cells), marked in the table.
-        "full": {"cells": _FULL_CELLS, "methods": _METHODS, "n_test": None, "seed": 2018,
+        "full": {"cells": _FULL_CELLS, "methods": _FULL_METHODS, "n_test": None, "seed": 2018,
                  "timing": {"repeats": 1, "warmup": 0}, "networks_from_rate": 4},
         "quick": {"cells": _DEFAULT_CELLS, "methods": _METHODS, "n_test": 3, "seed": 2018,
                   "timing": {"repeats": 1, "warmup": 0}},
@@ -308,8 +317,10 @@ def _markdown(rows: list[dict], meta: dict, keys: Sequence[str]) -> str:
         by_cell.setdefault(row["setup"], {})[row["method"]] = row
     lines = [f"# {MRI.title}", "",
              f"Preset `{meta['preset']}`; {meta['test']}; PSNR (dB) / SSIM at data range 1, "
-             "mean over the slices. In parentheses the seed's figure for the same cell "
-             f"(Zero filling: ZF; TV: TV; ADMM + SCAE: SCAE; ADMM + GAN: GAN). {_SOURCE}.", ""]
+             "mean over the slices. In parentheses the seed's figure for the same cell ("
+             + "; ".join(f"{names[k]}: {_SEED_NAMES[SEED_COLUMN[k]]}" for k in keys
+                         if k in SEED_COLUMN)
+             + f"). {_SOURCE}.", ""]
     header = ["pattern", "noise", "rate", *(names[k] for k in keys)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for methods in by_cell.values():
