@@ -203,10 +203,9 @@ def _reconstructor(key: str, setup, tuned: dict, log: Callable[[str], Any],
     if method.learned:
         from lpd.training import weights
 
-        name = f"{setup.config.name}/{key}"
-        if not (weights.default_weights_dir() / name / "model.npz").exists():
-            raise FileNotFoundError(f"no shipped weights {name!r}")
-        return reproduce._network(weights.load_pretrained(name, precision="float32"), key)
+        # Missing weights raise WeightsMissing, a FileNotFoundError: "not trained".
+        model = weights.load_pretrained(f"{setup.config.name}/{key}", precision="float32")
+        return reproduce._network(model, key)
     return reproduce._untuned(key, setup, log)
 
 

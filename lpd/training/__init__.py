@@ -11,7 +11,7 @@ The public names of these modules are available here.
 """
 
 from lpd.config import METHODS, PRESETS
-from lpd.training.checkpoints import WeightsError, load_checkpoint, saved_config
+from lpd.training.checkpoints import WeightsError, WeightsMissing, load_checkpoint, saved_config
 from lpd.training.factory import build_model, make_config
 from lpd.training.loop import NonFiniteLossError, TrainResult, make_train_step, train
 from lpd.training.weights import default_weights_dir, export_weights, load_pretrained
@@ -22,6 +22,7 @@ __all__ = [
     "TrainResult",
     "NonFiniteLossError",
     "WeightsError",
+    "WeightsMissing",
     "make_config",
     "build_model",
     "train",

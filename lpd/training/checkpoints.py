@@ -27,7 +27,8 @@ from lpd.config import (
 from lpd.io import atomic_write, fsync_dir
 from lpd.training.factory import build_model
 
-__all__ = ["WeightsError", "Checkpoints", "load_checkpoint", "saved_config", "model_from_dir",
+__all__ = ["WeightsError", "WeightsMissing", "Checkpoints", "load_checkpoint", "saved_config",
+           "model_from_dir",
            "read_config", "assign", "checkpoint_name", "resolve_weights_dir", "write_text"]
 
 
@@ -35,6 +36,10 @@ class WeightsError(RuntimeError):
     """Saved weights are missing, corrupt, or do not fit the model."""
 
     user_facing = True  # the CLI prints the message instead of a traceback
+
+
+class WeightsMissing(WeightsError, FileNotFoundError):
+    """The weights asked for are not there (not trained or not shipped yet)."""
 
 
 def write_text(path: Path, text: str) -> None:

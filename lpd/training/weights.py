@@ -23,6 +23,7 @@ from lpd.io import atomic_write, shipped
 from lpd.methods import networks
 from lpd.training.checkpoints import (
     WeightsError,
+    WeightsMissing,
     model_from_dir,
     read_config,
     resolve_weights_dir,
@@ -135,7 +136,7 @@ def load_pretrained(name: str, weights_dir: str | os.PathLike | None = None, *,
     directory = root / name
     if not (directory / "model.npz").exists():
         available = _weights_names(root)
-        raise WeightsError(
+        raise WeightsMissing(
             f"no pretrained weights {name!r} in {root} (looked for {directory / 'model.npz'}); "
             f"available: {', '.join(available) or 'none'}. Train them with `lpd train` and "
             "ship them with lpd.training.export_weights"
