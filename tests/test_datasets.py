@@ -203,6 +203,16 @@ def test_symmetry_is_the_group_of_the_square():
         D.symmetry(square, 8)
 
 
+def test_inverse_symmetry_undoes_each_symmetry():
+    square = np.arange(16.0).reshape(4, 4)
+    for k in range(8):
+        back = D.symmetry(D.symmetry(square, k), D.inverse_symmetry(k))
+        assert np.array_equal(back, square), k
+    assert [D.inverse_symmetry(k) for k in range(8)] == [0, 1, 2, 3, 4, 6, 5, 7]
+    with pytest.raises(ValueError, match="0 to 7"):
+        D.inverse_symmetry(-1)
+
+
 def test_training_pairs_augment_simulates_the_transformed_image(small):
     rng = np.random.default_rng(0)
     images = rng.random((5, 64, 64)).astype(np.float32)

@@ -98,11 +98,53 @@ def test_reconstruction_and_the_tuned_scheme_on_disk(trained, tmp_path, rng):
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"setup": "ellipses_small", "denoiser": "ellipses",
                                 "params": {"strength": 1e-4, "level_start": 0.1,
-                                           "level_end": 0.01, "n_iter": 5},
+                                           "level_end": 0.01, "n_iter": 5,
+                                           "ensemble": "periodic"},
                                 "search": {"n_images": 4}}))
     loaded = pnp.load_pnp(setup, path)
+    assert loaded.ensemble == "periodic"
     np.testing.assert_allclose(loaded(y), out, atol=1e-5)
+    record = json.loads(path.read_text())
+    del record["params"]["ensemble"]  # a record from before the self-ensemble: run as tuned
+    path.write_text(json.dumps(record))
+    assert pnp.load_pnp(setup, path).ensemble == "none"
     with pytest.raises(ValueError, match="plug-and-play scheme of set-up"):
         pnp.load_pnp("ellipses", path)
     with pytest.raises(FileNotFoundError, match="train_pnp.py --setup ellipses"):
         pnp.load_pnp("ellipses", tmp_path / "nothing.json")
+
+
+def _ramp_denoiser(x, training=False):
+    """A 'denoiser' that is no symmetry's friend: it adds a ramp along the first axis."""
+    ramp = np.linspace(0.0, 1.0, x.shape[1], dtype=np.float32)[None, :, None, None]
+    return x[..., :1] + ramp
+
+
+def _equivariant_denoiser(x, training=False):
+    return 0.5 * x[..., :1] + x[..., 1:]  # half the image plus the level
+
+
+def test_the_full_self_ensemble_is_equivariant_and_the_periodic_one_cycles(rng):
+    setup = operators.get_setup("ellipses_small")
+    x = rng.random((64, 64)).astype(np.float32)
+    full = pnp.PnPReconstructor(setup, _ramp_denoiser, ensemble="full")
+    periodic = pnp.PnPReconstructor(setup, _ramp_denoiser, ensemble="periodic")
+    plain = pnp.PnPReconstructor(setup, _ramp_denoiser, ensemble="none")
+    out = full.denoise(x, 0.05, 3)
+    for j in range(8):
+        moved = full.denoise(pipelines.symmetry(x, j), 0.05, 3)
+        np.testing.assert_allclose(moved, pipelines.symmetry(out, j), atol=1e-6)
+    # The ramp's symmetrised mean is a constant 0.5 in every pixel.
+    np.testing.assert_allclose(out, x + 0.5, atol=1e-6)
+    # Iteration k uses symmetry k mod 8 only, and the eight iterations average to the full one.
+    cycle = [periodic.denoise(x, 0.05, k) for k in range(8)]
+    np.testing.assert_allclose(np.mean(cycle, axis=0), out, atol=1e-6)
+    np.testing.assert_array_equal(periodic.denoise(x, 0.05, 9), cycle[1])
+    np.testing.assert_allclose(cycle[0], plain.denoise(x, 0.05, 5), atol=1e-6)
+    assert not np.allclose(cycle[1], cycle[0])
+    # An equivariant denoiser gives the same image whatever the ensemble.
+    for ensemble in pnp.ENSEMBLES:
+        method = pnp.PnPReconstructor(setup, _equivariant_denoiser, ensemble=ensemble)
+        np.testing.assert_allclose(method.denoise(x, 0.05, 6), 0.5 * x + 0.05, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown ensemble"):
+        pnp.PnPReconstructor(setup, _ramp_denoiser, ensemble="mean")

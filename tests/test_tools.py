@@ -81,3 +81,48 @@ def test_run_status_counts_samples_through_starts_and_rates_the_last_sitting(tmp
     assert "validation: 0:20.00, 10:20.10, 20:20.20, 30:20.30, 40:20.40" in out
     assert "event at step 33: non-finite step retried (loss 0.1, gradient norm nan)" in out
     assert run_status.main([str(tmp_path)]) == 2
+
+
+def test_train_pnp_keeps_the_best_iteration_count_with_its_own_tuning(tmp_path, capsys):
+    pytest.importorskip("tensorflow")
+    from lpd.methods import pnp
+
+    config = pnp.DenoiserConfig(shape=(32, 32), features=4, depth=2, patch=16, batch_size=4,
+                                steps=2, phantoms_per_step=1)
+    network, record = pnp.train_denoiser(config, log=lambda line: None)
+    root = tmp_path / "weights"
+    pnp.save_denoiser(network, record, pnp.denoiser_dir("ellipses", root))
+    train_pnp = _script("train_pnp")
+    argv = ["--setup", "ellipses_small", "--n-val", "1", "--n-iter", "1", "2",
+            "--ensemble", "full", "--root", str(root)]
+    train_pnp.main(argv)
+    written = json.loads(pnp.pnp_path("ellipses_small", root).read_text())
+    searches = written["search"]["by_iterations"]
+    assert [s["n_iter"] for s in searches] == [1, 2]
+    best = max(searches, key=lambda s: s["levels"]["score"])
+    assert written["params"]["n_iter"] == best["n_iter"]
+    assert written["params"]["ensemble"] == "full"
+    assert written["search"]["score"] == best["levels"]["score"]
+    assert pnp.load_pnp("ellipses_small", pnp.pnp_path("ellipses_small", root)).ensemble == "full"
+    with pytest.raises(SystemExit, match="exists"):
+        train_pnp.main(argv)
+
+
+@pytest.mark.parametrize("means, note", [([20.0, 21.0, 22.0], True), ([20.0, 23.0, 22.0], False)])
+def test_tune_dip_says_when_the_best_is_the_last_step_tried(tmp_path, capsys, monkeypatch,
+                                                           means, note):
+    pytest.importorskip("tensorflow")
+    from lpd.methods import dip
+
+    def curve(setup, data, truth, n_max, every, **settings):
+        steps = list(range(every, n_max + 1, every))
+        return {"steps": steps, "psnr": [means] * len(truth), "mean": means,
+                "best": steps[int(max(range(len(means)), key=means.__getitem__))]}
+
+    monkeypatch.setattr(dip, "iteration_curve", curve)
+    out = tmp_path / "dip.json"
+    _script("tune_dip").main(["--setup", "ellipses_small", "--n-val", "1", "--max-steps", "30",
+                              "--every", "10", "--tv-weight", "1e-3", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert ("the best is the last step tried" in printed) is note
+    assert json.loads(out.read_text())["params"]["n_iter"] == (30 if note else 20)

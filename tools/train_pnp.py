@@ -5,9 +5,10 @@
 The denoiser (`lpd.methods.pnp.train_denoiser`: fresh random ellipse phantoms,
 noise levels in [0, 0.2]) is trained only when ``data/weights/denoisers/<images>``
 does not hold one (``--retrain`` replaces it); every set-up then uses that same
-network. Per set-up the three parameters of the scheme (strength, first and last
-noise level) are tuned on validation phantoms (``--n-val``, seed ``--seed``, the
-validation set of ``tools/tune_classical.py``) and written with the search to
+network. Per set-up and per iteration count (``--n-iter``) the scheme's strength
+(golden section) and first and last noise level (grid) are tuned on validation
+phantoms (``--n-val``, seed ``--seed``, the validation set of
+``tools/tune_classical.py``); the best of them is written with the whole search to
 ``data/weights/<set-up>/pnp.json`` (never replaced without ``--overwrite``).
 """
 
@@ -24,6 +25,9 @@ from lpd.io import atomic_write
 from lpd.methods import classical, denoising, pnp
 from lpd.physics import operators
 
+LEVEL_STARTS = (0.05, 0.1, 0.2)
+LEVEL_ENDS = (0.005, 0.01, 0.02, 0.04)
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,7 +39,10 @@ def main(argv=None):
     p.add_argument("--retrain", action="store_true", help="retrain the denoiser")
     p.add_argument("--n-val", type=int, default=4)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--n-iter", type=int, default=20, help="HQS iterations")
+    p.add_argument("--n-iter", type=int, nargs="+", default=[20, 40, 80],
+                   help="HQS iteration counts to compare (each gets its own strength and levels)")
+    p.add_argument("--ensemble", default="periodic", choices=pnp.ENSEMBLES,
+                   help="the denoiser's self-ensemble over the symmetries of the square")
     p.add_argument("--root", help="weights directory (default: data/weights)")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
@@ -59,25 +66,35 @@ def main(argv=None):
         val_data, val_truth = datasets.fixed_set(
             setup, datasets.RandomPhantoms(args.images, tuple(setup.space.shape)), args.n_val,
             args.seed)
-        build = functools.partial(pnp.PnPReconstructor, setup, network, n_iter=args.n_iter)
         search = dict(data=val_data, truth=val_truth, verbose=True)
-        print(f"{name}: strength, by golden section at levels 0.1 -> 0.01", flush=True)
-        strength = classical.golden_section_search(
-            build, "strength", 1e-7, 1e-1, fixed={"level_start": 0.1, "level_end": 0.01},
-            n_eval=10, **search)
-        print(f"{name}: levels, by grid at strength {strength.best['strength']:.3g}", flush=True)
-        levels = classical.grid_search(
-            build, {"level_start": (0.05, 0.1, 0.2), "level_end": (0.005, 0.01, 0.02)},
-            fixed={"strength": strength.best["strength"]}, **search)
-        params = {"strength": strength.best["strength"], **levels.best, "n_iter": args.n_iter}
+        searches, best = [], None
+        for n_iter in args.n_iter:
+            build = functools.partial(pnp.PnPReconstructor, setup, network, n_iter=n_iter,
+                                      ensemble=args.ensemble)
+            print(f"{name}: {n_iter} iterations: strength, by golden section at levels "
+                  "0.1 -> 0.01", flush=True)
+            strength = classical.golden_section_search(
+                build, "strength", 1e-7, 1e-1, fixed={"level_start": 0.1, "level_end": 0.01},
+                n_eval=10, **search)
+            print(f"{name}: {n_iter} iterations: levels, by grid at strength "
+                  f"{strength.best['strength']:.3g}", flush=True)
+            levels = classical.grid_search(
+                build, {"level_start": LEVEL_STARTS, "level_end": LEVEL_ENDS},
+                fixed={"strength": strength.best["strength"]}, **search)
+            searches.append({"n_iter": n_iter, "strength": strength.to_dict(),
+                             "levels": levels.to_dict()})
+            if best is None or levels.score > best[0]:
+                best = (levels.score, {"strength": strength.best["strength"], **levels.best,
+                                       "n_iter": n_iter, "ensemble": args.ensemble})
+        score, params = best
         record = {"setup": name, "denoiser": args.images, "params": params,
                   "search": {"command": command, "n_images": len(val_truth), "seed": args.seed,
-                             "criterion": "mean PSNR, data range 1",
-                             "strength": strength.to_dict(), "levels": levels.to_dict()}}
+                             "criterion": "mean PSNR, data range 1", "score": score,
+                             "by_iterations": searches}}
         out = pnp.pnp_path(name, args.root)
         atomic_write(out, json.dumps(record, indent=2, default=float) + "\n",
                      overwrite=args.overwrite)
-        print(f"{name}: {params}, validation {levels.score:.2f} dB; wrote {out}", flush=True)
+        print(f"{name}: {params}, validation {score:.2f} dB; wrote {out}", flush=True)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,11 @@ def main(argv=None):
     curve, best, mean = curves[weight], curves[weight]["best"], best_mean(weight)
     print(f"best mean validation PSNR {mean:.2f} dB at step {best}, tv_weight {weight:g} "
           f"({seconds:.0f} s per image for {args.max_steps} steps)")
+    if len(curve["steps"]) > 1 and best == curve["steps"][-1]:
+        print(f"note: the best is the last step tried; the mean was still rising "
+              f"({curve['mean'][-2]:.2f} -> {mean:.2f} dB over the last {args.every} steps), "
+              f"so a larger --max-steps may do better, at {seconds / args.max_steps:.3f} s "
+              "per step and image")
     params = {"n_iter": best, "learning_rate": args.learning_rate, "tv_weight": weight,
               "patience": args.patience}
     search = {"command": command, "n_images": len(truth), "seed": args.seed,

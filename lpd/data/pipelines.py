@@ -373,6 +373,19 @@ def symmetry(image: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def inverse_symmetry(k: int) -> int:
+    """The number of the symmetry that undoes `symmetry` ``k``.
+
+    The flips (0-3) are their own inverses; a flip followed by the transpose is
+    undone by the transpose followed by that flip, which is the other axis's flip
+    followed by the transpose.
+    """
+    k = int(k)
+    if not 0 <= k < 8:
+        raise ValueError(f"a symmetry of the square is numbered 0 to 7, got {k}")
+    return k if k < 4 else 4 | ((k & 1) << 1) | ((k & 2) >> 1)
+
+
 def _augment(images: np.ndarray, samples: np.ndarray, seed: int, kind: str | None) -> np.ndarray:
     if kind is None:
         return images
