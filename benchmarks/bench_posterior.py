@@ -43,6 +43,11 @@ def main(argv=None):
                    help="also score the shipped LPD on the same data (ellipses only)")
     p.add_argument("--greedy", action="store_true",
                    help="time the greedy starts from the LPD reconstruction (needs --lpd)")
+    p.add_argument("--temperatures", type=int, nargs="+", default=[1],
+                   help="with --greedy: a chain from each start per ladder size (1: a plain "
+                        "chain; N > 1: parallel tempering of N powers down to --hottest)")
+    p.add_argument("--hottest", type=float, default=0.05,
+                   help="the smallest power of the likelihood of a tempering ladder")
     args = p.parse_args(argv)
     if args.greedy and not args.lpd:
         p.error("--greedy starts from the LPD reconstruction: add --lpd")
@@ -97,15 +102,25 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
               f"(the phantom {len(params)}), log-likelihood {gap:.1f} below the phantom's, "
               f"{metrics.psnr(truth, image, 1.0):.2f} dB")
         library = None if shapes is None else candidates.EllipseLibrary(shapes)
-        chain = posterior.ReversibleJump(post, np.random.default_rng(seed + 5), found,
-                                         guide=guide, library=library, library_births=0.3)
-        t0 = time.perf_counter()
-        result = chain.run(args.steps, burn_in=args.burn_in, thin=10)
-        mean = (f", the mean after {args.burn_in} proposals "
-                f"{metrics.psnr(truth, result['mean'], 1.0):.2f} dB" if args.burn_in else "")
-        print(f"  a chain of {args.steps} proposals from it: {time.perf_counter() - t0:.0f} s, "
-              f"{chain.n} ellipses at the end, log-likelihood "
-              f"{truth_l - chain.log_l:.1f} below the phantom's{mean}")
+        options = dict(guide=guide, library=library, library_births=0.3)
+        for n in args.temperatures:
+            rng = np.random.default_rng(seed + 5)
+            if n > 1:
+                betas = posterior.geometric_ladder(n, args.hottest)
+                ladder = posterior.ParallelTempering(post, rng, found, betas=betas, **options)
+                chain, what = ladder.cold, f"the cold chain of {n} powers down to {betas[-1]:g}"
+            else:
+                ladder = chain = posterior.ReversibleJump(post, rng, found, **options)
+                what = "a chain"
+            t0 = time.perf_counter()
+            result = ladder.run(args.steps, burn_in=args.burn_in, thin=10)
+            mean = (f", the mean after {args.burn_in} proposals "
+                    f"{metrics.psnr(truth, result['mean'], 1.0):.2f} dB" if args.burn_in else "")
+            swaps = ("" if n == 1 else "; swaps accepted "
+                     + " / ".join(f"{r:.2f}" for r in result["swap_rates"]))
+            print(f"  {what} of {args.steps} proposals from it: {time.perf_counter() - t0:.0f} s, "
+                  f"{chain.n} ellipses at the end, log-likelihood "
+                  f"{truth_l - chain.log_l:.1f} below the phantom's{mean}{swaps}", flush=True)
 
 
 if __name__ == "__main__":

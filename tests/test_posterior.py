@@ -122,6 +122,54 @@ def test_annealed_chains_sampled_together_reach_the_exact_mean(small_problem):
     assert np.all(result["std"] >= 0) and result["std"].max() > 0
 
 
+def test_swapped_chains_keep_their_images_and_likelihoods_consistent(small_problem):
+    a = P.ReversibleJump(small_problem, np.random.default_rng(0), small_problem.prior.marks[[0]])
+    b = P.ReversibleJump(small_problem, np.random.default_rng(1), small_problem.prior.marks[[1, 2]])
+    before = (a.x.copy(), a.log_l, b.x.copy(), b.log_l)
+    P.swap_states(a, b)
+    np.testing.assert_array_equal(a.x, before[2])
+    np.testing.assert_array_equal(b.x, before[0])
+    for chain, n in ((a, 2), (b, 1)):
+        assert chain.n == n
+        image = small_problem.image(np.array(chain.marks))
+        np.testing.assert_allclose(chain.x.reshape(image.shape), image, atol=1e-12)
+        assert chain.log_l == pytest.approx(small_problem.log_likelihood(
+            small_problem.columns @ chain.x))
+    other = P.EllipsePosterior(small_problem.columns, (5, 5), small_problem.data, 0.5,
+                               small_problem.prior)
+    with pytest.raises(ValueError, match="same posterior"):
+        P.swap_states(a, P.ReversibleJump(other, np.random.default_rng(2)))
+
+
+def test_parallel_tempering_keeps_the_cold_chain_on_the_exact_posterior(small_problem):
+    exact = P.exact_posterior_mean(small_problem)
+    ladder = P.ParallelTempering(small_problem, np.random.default_rng(7),
+                                 small_problem.prior.marks[[1, 3]],
+                                 betas=P.geometric_ladder(3, 0.1), swap_every=5)
+    result = ladder.run(15_000, burn_in=1_000)
+    assert np.abs(result["mean"] - exact).max() < 0.03
+    # Neighbours of a ladder this gentle swap often, and every chain moved.
+    assert all(0.2 < rate <= 1 for rate in result["swap_rates"])
+    assert all(chain.accepted["birth"] > 10 for chain in ladder.chains)
+    pooled = P.sample(small_problem, 2, 10_000, burn_in=1_000, seed=3,
+                      betas=(1.0, 0.3), swap_every=10)
+    assert np.abs(pooled["mean"] - exact).max() < 0.03
+    assert all(len(chain["swap_rates"]) == 1 for chain in pooled["chains"])
+
+
+def test_bad_ladders_are_named(small_problem):
+    rng = np.random.default_rng(0)
+    for betas in ((0.5, 0.25), (1.0, 1.0), (1.0, 0.5, 0.7), (1.0, 0.0)):
+        with pytest.raises(ValueError, match="betas"):
+            P.ParallelTempering(small_problem, rng, betas=betas)
+    with pytest.raises(ValueError, match="swap_every"):
+        P.ParallelTempering(small_problem, rng, swap_every=0)
+    assert P.geometric_ladder(3, 0.25) == pytest.approx([1.0, 0.5, 0.25])
+    assert P.geometric_ladder(1, 0.25) == [1.0]
+    with pytest.raises(ValueError, match="hottest"):
+        P.geometric_ladder(3, 0.0)
+
+
 @pytest.mark.parametrize("fitted", [True, False])
 def test_guided_births_and_fitted_values_leave_the_target_unchanged(fitted):
     # With a flat likelihood the target is the prior itself. A guide that puts

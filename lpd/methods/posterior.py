@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,6 +41,7 @@ from scipy import special
 from lpd.methods.candidates import EllipseLibrary, grid_coordinates, moment_candidates
 
 __all__ = ["EllipsePrior", "DiscretePrior", "EllipsePosterior", "ReversibleJump",
+           "ParallelTempering", "swap_states", "geometric_ladder",
            "exact_posterior_mean", "footprint", "greedy_start", "sample", "split_rhat",
            "effective_sample_size"]
 
@@ -553,7 +555,7 @@ class ReversibleJump:
             self.accepted["update"] += 1
 
     def run(self, n_steps: int, burn_in: int = 0, thin: int = 1, *, anneal: int = 0,
-            beta_start: float = 1e-3) -> dict:
+            beta_start: float = 1e-3, after_step: Callable[[int], Any] | None = None) -> dict:
         """Run ``n_steps`` proposals; the mean and variance of the images after ``burn_in``.
 
         ``anneal`` proposals at the start (part of the burn-in) raise the power of
@@ -566,6 +568,8 @@ class ReversibleJump:
         (every ``thin`` proposals after ``burn_in``), the number, mean and
         variance of each half of them (for the split R-hat of `sample`), and the
         traces of the ellipse count, the log-likelihood and the probes.
+        ``after_step(s)`` is called after proposal ``s``, before it is kept
+        (`ParallelTempering` moves its hotter chains and swaps states there).
         """
         n_steps, burn_in, thin, anneal = int(n_steps), int(burn_in), int(thin), int(anneal)
         if not 0 <= burn_in < n_steps or thin < 1:
@@ -585,6 +589,8 @@ class ReversibleJump:
         for s in range(n_steps):
             self.beta = beta_start ** (1 - s / anneal) if s < anneal else 1.0
             self.step()
+            if after_step is not None:
+                after_step(s)
             if s >= burn_in and (s - burn_in) % thin == 0:
                 h = 0 if kept < half else 1
                 sums[h] += self.x
@@ -607,6 +613,105 @@ class ReversibleJump:
         return {"mean": mean.reshape(shape), "var": var.reshape(shape), "n_kept": kept,
                 "halves": halves, "counts": np.array(counts),
                 "log_likelihood": np.array(log_ls), "probes": np.array(probes)}
+
+
+_STATE = ("marks", "prints", "units", "x", "p", "log_l", "probe_values")
+
+
+def swap_states(a: ReversibleJump, b: ReversibleJump) -> None:
+    """Exchange the ellipses (and what is computed from them) of two chains on one posterior."""
+    if a.post is not b.post:
+        raise ValueError("only chains on the same posterior can swap states")
+    for name in _STATE:
+        first, second = getattr(a, name), getattr(b, name)
+        setattr(a, name, second)
+        setattr(b, name, first)
+
+
+class ParallelTempering:
+    """Chains at powers ``1 = beta_0 > beta_1 > ... `` of the likelihood that swap states.
+
+    Chain ``k`` targets ``prior x likelihood^beta_k``; the hotter ones roam
+    further (a flatter likelihood lets them drop and grow ellipses that the
+    data hold in place at ``beta = 1``). Every ``swap_every`` proposals each
+    adjacent pair ``(k, k + 1)`` proposes to exchange states, accepted with
+    probability ``min(1, exp((beta_k - beta_{k+1}) (log L_{k+1} - log L_k)))``,
+    which keeps every chain's target (replica exchange: Swendsen & Wang 1986,
+    Geyer 1991). Only the cold chain's images are kept, so its mean is still
+    ``E[x | y]``; the ladder buys mixing between modes for ``len(betas)`` times
+    the proposals.
+
+    Parameters
+    ----------
+    posterior : EllipsePosterior
+    rng : numpy.random.Generator
+        Draws the swaps and seeds the chains (one stream each).
+    marks : array, shape (n, 6), optional
+        The start of every chain.
+    betas : sequence of float
+        The ladder, from 1 down (a geometric one: `geometric_ladder`).
+    swap_every : int
+        Proposals of each chain between two rounds of swaps.
+    **chain_options
+        Options of every `ReversibleJump`.
+    """
+
+    def __init__(self, posterior: EllipsePosterior, rng: np.random.Generator, marks=None, *,
+                 betas: Sequence[float] = (1.0, 0.5, 0.25), swap_every: int = 100,
+                 **chain_options):
+        betas = [float(b) for b in betas]
+        if not betas or betas[0] != 1.0 or any(not 0 < b2 < b1 for b1, b2 in
+                                                zip(betas, betas[1:])):
+            raise ValueError(f"betas must start at 1 and fall strictly within (0, 1], got {betas}")
+        if int(swap_every) < 1:
+            raise ValueError(f"swap_every must be >= 1, got {swap_every}")
+        self.rng = rng
+        seeds = rng.integers(2**63, size=len(betas))
+        self.chains = [ReversibleJump(posterior, np.random.default_rng(int(seed)), marks,
+                                      **chain_options) for seed in seeds]
+        self.betas = betas
+        self.swap_every = int(swap_every)
+        self.swaps_proposed = [0] * (len(betas) - 1)
+        self.swaps_accepted = [0] * (len(betas) - 1)
+
+    @property
+    def cold(self) -> ReversibleJump:
+        return self.chains[0]
+
+    def _after_step(self, s: int) -> None:
+        for chain, beta in zip(self.chains[1:], self.betas[1:]):
+            chain.beta = beta
+            chain.step()
+        if (s + 1) % self.swap_every:
+            return
+        for k in range(len(self.chains) - 1):
+            a, b = self.chains[k], self.chains[k + 1]
+            log_ratio = (a.beta - b.beta) * (b.log_l - a.log_l)
+            self.swaps_proposed[k] += 1
+            if log_ratio >= 0 or self.rng.random() < math.exp(log_ratio):
+                swap_states(a, b)
+                self.swaps_accepted[k] += 1
+
+    def run(self, n_steps: int, burn_in: int = 0, thin: int = 1, **options) -> dict:
+        """`ReversibleJump.run` of the cold chain, the others moving beside it.
+
+        While the cold chain anneals (``anneal``) its power is below 1 and the
+        swaps use the powers of the moment. The result adds ``swap_rates``: the
+        accepted share of the swaps of each adjacent pair.
+        """
+        result = self.cold.run(n_steps, burn_in, thin, after_step=self._after_step, **options)
+        result["swap_rates"] = [a / max(p, 1) for a, p in
+                                zip(self.swaps_accepted, self.swaps_proposed)]
+        return result
+
+
+def geometric_ladder(n: int, hottest: float) -> list[float]:
+    """``n`` powers of the likelihood from 1 down to ``hottest``, evenly spaced in log."""
+    if int(n) < 1 or not 0 < hottest <= 1:
+        raise ValueError(f"need n >= 1 and 0 < hottest <= 1, got {n}, {hottest}")
+    if int(n) == 1:
+        return [1.0]
+    return [float(b) for b in np.geomspace(1.0, hottest, int(n))]
 
 
 def _pursuit(columns: list[np.ndarray], library: np.ndarray, residual: np.ndarray
@@ -978,12 +1083,15 @@ def effective_sample_size(traces: Sequence[np.ndarray]) -> float:
 
 def sample(posterior: EllipsePosterior, n_chains: int, n_steps: int, *, burn_in: int,
            anneal: int = 0, thin: int = 1, seed: int = 0, guide=None, starts=None,
+           betas: Sequence[float] | None = None, swap_every: int = 100,
            log=None, **chain_options) -> dict:
     """``E[x | y]`` and the posterior standard deviation from ``n_chains`` independent chains.
 
     Each chain starts from its entry of ``starts`` (marks; empty by default) with
     its own seed, anneals over ``anneal`` proposals
-    and keeps every ``thin``-th image after ``burn_in``. Returns ``{"mean",
+    and keeps every ``thin``-th image after ``burn_in``. With ``betas`` (a ladder
+    of more than one power) each chain is a `ParallelTempering` of that ladder,
+    and its result has the swap rates. Returns ``{"mean",
     "std", "chains", "diagnostics", "seconds"}``; the diagnostics are the split
     R-hat and effective sample size of the log-likelihood, the ellipse count and
     each probe (a fixed random linear functional of the image), and the split
@@ -999,19 +1107,26 @@ def sample(posterior: EllipsePosterior, n_chains: int, n_steps: int, *, burn_in:
                          f"got {len(starts)}")
     started = time.perf_counter()
     results = []
+    tempered = betas is not None and len(betas) > 1
     for c in range(int(n_chains)):
-        chain = ReversibleJump(posterior, np.random.default_rng([seed, c]),
-                               None if starts is None else starts[c], guide=guide,
-                               **chain_options)
+        rng, start = np.random.default_rng([seed, c]), None if starts is None else starts[c]
+        if tempered:
+            ladder = ParallelTempering(posterior, rng, start, betas=betas,
+                                       swap_every=swap_every, guide=guide, **chain_options)
+            chain = ladder.cold
+        else:
+            ladder = chain = ReversibleJump(posterior, rng, start, guide=guide, **chain_options)
         t0 = time.perf_counter()
-        result = chain.run(n_steps, burn_in, thin, anneal=anneal)
+        result = ladder.run(n_steps, burn_in, thin, anneal=anneal)
         result["accepted"] = dict(chain.accepted)
         result["proposed"] = dict(chain.proposed)
         result["seconds"] = time.perf_counter() - t0
         results.append(result)
         if log is not None:
+            swaps = ("" if not tempered else ", swaps accepted "
+                     + " / ".join(f"{r:.2f}" for r in result["swap_rates"]))
             log(f"    chain {c + 1}/{n_chains}: {result['seconds']:.0f} s, "
-                f"{chain.n} ellipses at the end, log-likelihood {chain.log_l:.1f}")
+                f"{chain.n} ellipses at the end, log-likelihood {chain.log_l:.1f}{swaps}")
     kept = np.array([r["n_kept"] for r in results], dtype=np.float64)
     mean = np.tensordot(kept, np.array([r["mean"] for r in results]), axes=1) / kept.sum()
     second = np.tensordot(kept, np.array([r["var"] + r["mean"] ** 2 for r in results]),
