@@ -291,7 +291,8 @@ class PnPReconstructor(classical.Reconstructor):
         moves = range(8) if self.ensemble == "full" else (k % 8,)
         moved = np.stack([symmetry(x, j) for j in moves])
         out = denoising.apply(self.denoiser, moved, sigma)
-        return np.mean([symmetry(o, inverse_symmetry(j)) for j, o in zip(moves, out)], axis=0)
+        back = [symmetry(o, inverse_symmetry(j)) for j, o in zip(moves, out, strict=True)]
+        return np.mean(back, axis=0)
 
     def _reconstruct(self, data: np.ndarray) -> np.ndarray:
         z = self._start._reconstruct(data)

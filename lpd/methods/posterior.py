@@ -660,8 +660,8 @@ class ParallelTempering:
                  betas: Sequence[float] = (1.0, 0.5, 0.25), swap_every: int = 100,
                  **chain_options):
         betas = [float(b) for b in betas]
-        if not betas or betas[0] != 1.0 or any(not 0 < b2 < b1 for b1, b2 in
-                                                zip(betas, betas[1:])):
+        if not betas or betas[0] != 1.0 or any(not 0 < b2 < b1
+                                                for b1, b2 in itertools.pairwise(betas)):
             raise ValueError(f"betas must start at 1 and fall strictly within (0, 1], got {betas}")
         if int(swap_every) < 1:
             raise ValueError(f"swap_every must be >= 1, got {swap_every}")
@@ -679,7 +679,7 @@ class ParallelTempering:
         return self.chains[0]
 
     def _after_step(self, s: int) -> None:
-        for chain, beta in zip(self.chains[1:], self.betas[1:]):
+        for chain, beta in zip(self.chains[1:], self.betas[1:], strict=True):
             chain.beta = beta
             chain.step()
         if (s + 1) % self.swap_every:
@@ -701,7 +701,7 @@ class ParallelTempering:
         """
         result = self.cold.run(n_steps, burn_in, thin, after_step=self._after_step, **options)
         result["swap_rates"] = [a / max(p, 1) for a, p in
-                                zip(self.swaps_accepted, self.swaps_proposed)]
+                                zip(self.swaps_accepted, self.swaps_proposed, strict=True)]
         return result
 
 
