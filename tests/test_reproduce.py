@@ -437,3 +437,12 @@ def test_training_column_names_augmentation_and_the_starting_weights():
     tuned = dataclasses.replace(plain, augment="dihedral", init_from="human_small/unet")
     assert reproduce._training_text(tuned, None) == (
         "6000 steps, batch 1, seed 1, augment dihedral, from human_small/unet")
+
+
+def test_missing_automap_weights_name_the_experiment_that_trains_it():
+    from lpd.training import WeightsError
+
+    with pytest.raises(WeightsError, match="lpd reproduce ellipses_small.* trains automap"):
+        reproduce._shipped("ellipses", "automap", lambda line: None)
+    with pytest.raises(WeightsError, match="--methods$"):
+        reproduce._shipped("ellipses", "pnp_missing", lambda line: None)

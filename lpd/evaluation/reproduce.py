@@ -361,9 +361,13 @@ def _shipped(weights: str, key: str, log: Callable[[str], Any]):
         # float32 whatever the CPU ("auto" could take bfloat16): the same table everywhere.
         model = training.load_pretrained(name, root, precision="float32")
     except training.WeightsError as err:
+        elsewhere = [f"`lpd reproduce {e.name}`" for e in EXPERIMENTS.values()
+                     if key in e.presets["default"].get("trained_here", ())]
+        hint = (f" ({' and '.join(elsewhere)} trains {key} at its own size without --train)"
+                if elsewhere else "")
         raise training.WeightsError(
             f"{err}\nNo weights {name!r} are shipped for this preset: add --train to train "
-            "them here, or leave the method out with --methods") from None
+            f"them here, or leave the method out with --methods{hint}") from None
     directory = root / name
     manifest = json.loads((directory / "manifest.json").read_text())
     config = from_json((directory / "config.json").read_text())
