@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lpd.evaluation import figures
 
@@ -29,3 +30,13 @@ def test_grid_figure_heads_every_column_even_where_its_first_row_did_not_run(tmp
     assert saved["suptitle"] == "a title"
     # The axes leave 0.8 inch for the title and the two-line column titles above them.
     assert abs(saved["top"] - (1 - 0.8 / (2.2 * len(rows)))) < 1e-6
+
+
+def test_a_failed_method_does_not_black_out_the_other_error_maps():
+    rng = np.random.default_rng(0)
+    good = 0.1 * rng.random((16, 16))
+    wild = 500 * rng.random((16, 16))
+    assert figures.error_scale([good, wild], 1.0) == pytest.approx(np.percentile(good, 99.5))
+    assert figures.error_scale([wild], 1.0) == 1.0  # everything beyond the window: the window
+    assert figures.error_scale([], 1.0) == 1.0
+    assert figures.error_scale([np.zeros((4, 4))], 1.0) == 1.0

@@ -17,7 +17,7 @@ import numpy as np
 from lpd.io import atomic_write
 
 __all__ = ["reconstruction_figure", "training_curves_figure", "mask_figure", "grid_figure",
-           "curves_figure", "posterior_figure"]
+           "error_scale", "curves_figure", "posterior_figure"]
 
 
 def _pyplot():
@@ -70,7 +70,7 @@ def reconstruction_figure(truth: np.ndarray, reconstructions: Mapping[str, np.nd
     if narrow_window is not None:
         windows.append(("narrow window", narrow_window))
     errors = [np.abs(image - truth) for image in images[1:]]
-    error_max = max((float(np.percentile(e, 99.5)) for e in errors), default=1.0) or 1.0
+    error_max = error_scale(errors, window[1] - window[0])
     n_rows, n_cols = len(windows) + 1, len(images)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.2 * n_cols, 2.35 * n_rows),
                              squeeze=False)
@@ -159,6 +159,21 @@ def mask_figure(masks: Mapping[tuple[str, int], np.ndarray], path: str | os.Path
     return _save(fig, path, overwrite)
 
 
+def error_scale(errors: Sequence[np.ndarray], limit: float) -> float:
+    """The top of the shared colour scale of error maps.
+
+    The largest 99.5th percentile of the maps, among those not beyond ``limit``
+    (the width of the images' window): a method that fails outright (the exact
+    pseudo-inverse's errors run into the hundreds) then shows as saturated
+    instead of turning every other map black. ``limit`` itself when every map
+    is beyond it; 1 without maps.
+    """
+    tops = [float(np.percentile(e, 99.5)) for e in errors]
+    within = [t for t in tops if t <= limit]
+    top = max(within) if within else (float(limit) if tops else 1.0)
+    return top or 1.0
+
+
 def grid_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray],
                                      Mapping[str, str]]],
                 path: str | os.PathLike, *, window: tuple[float, float] = (0.0, 1.0),
@@ -173,7 +188,7 @@ def grid_figure(rows: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray],
     methods = list(dict.fromkeys(name for _, _, images, _ in rows for name in images))
     errors = [np.abs(np.asarray(img, float) - truth) for _, truth, images, _ in rows
               for img in images.values()]
-    error_max = max((float(np.percentile(e, 99.5)) for e in errors), default=1.0) or 1.0
+    error_max = error_scale(errors, window[1] - window[0])
     n_cols = 1 + 2 * len(methods)
     height = 2.2 * len(rows)
     fig, axes = plt.subplots(len(rows), n_cols, squeeze=False, figsize=(1.9 * n_cols, height))
