@@ -325,3 +325,21 @@ def test_detected_shapes_lead_the_greedy_start_to_overlapping_ellipses():
     assert gap < blind_gap / 3
     with pytest.raises(ValueError, match="detected must be"):
         P.greedy_start(post, np.random.default_rng(3), detected=np.zeros((2, 6)))
+
+
+def test_moved_ellipses_keep_the_projection_of_their_footprint():
+    # Updates project only the pixels an ellipse gained and lost; after many of them
+    # every ellipse's stored projection is still that of its whole footprint.
+    rng = np.random.default_rng(4)
+    shape = (32, 32)
+    matrix = sp.random(300, 32 * 32, density=0.05, random_state=5, format="csr")
+    params = phantoms.random_ellipse_params(rng, 6)
+    post = P.EllipsePosterior(matrix, shape, matrix @ phantoms.ellipses_to_image(
+        params, shape).ravel(), 0.05, P.EllipsePrior())
+    chain = P.ReversibleJump(post, np.random.default_rng(6), params, birth=0.01, death=0.01)
+    chain.run(3000)
+    assert chain.accepted["update"] > 300
+    for mark, idx, unit in zip(chain.marks, chain.prints, chain.units, strict=True):
+        np.testing.assert_array_equal(idx, P.footprint(mark, shape))
+        np.testing.assert_allclose(unit, post.projection(idx, 1.0), atol=1e-9)
+    np.testing.assert_allclose(chain.p, matrix @ chain.x, atol=1e-8)

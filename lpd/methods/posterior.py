@@ -425,6 +425,21 @@ class ReversibleJump:
         self.x[idx] += value
         self.probe_values += value * self.probes[:, idx].sum(axis=1)
 
+    def _moved_projection(self, old_idx: np.ndarray, old_unit: np.ndarray,
+                          idx: np.ndarray) -> np.ndarray:
+        """``W`` applied to the footprint ``idx`` of a moved ellipse, from its old one's.
+
+        A small step of a shape mark moves the boundary only, so projecting the
+        pixels it left and gained (a thin ring) costs a fraction of projecting
+        the whole ellipse; a large move (a library switch) is projected afresh.
+        Footprints are sorted, as `footprint` returns them.
+        """
+        gone = np.setdiff1d(old_idx, idx, assume_unique=True)
+        came = np.setdiff1d(idx, old_idx, assume_unique=True)
+        if gone.size + came.size >= idx.size:
+            return self.post.projection(idx, 1.0)
+        return old_unit - self.post.projection(gone, 1.0) + self.post.projection(came, 1.0)
+
     def _insert(self, mark: np.ndarray, idx: np.ndarray, unit: np.ndarray) -> None:
         self.marks.append(mark)
         self.prints.append(idx)
@@ -532,7 +547,7 @@ class ReversibleJump:
             if not math.isfinite(log_ratio):
                 return
         idx = old_idx if np.array_equal(new[1:], old[1:]) else footprint(new, self.post.shape)
-        unit = old_unit if idx is old_idx else self.post.projection(idx, 1.0)
+        unit = old_unit if idx is old_idx else self._moved_projection(old_idx, old_unit, idx)
         if self.fitted:
             # Re-fit the value to the new shape on the image without this ellipse;
             # the reverse move re-fits the old value to the old shape there.
