@@ -48,9 +48,16 @@ def main(argv=None):
                         "chain; N > 1: parallel tempering of N powers down to --hottest)")
     p.add_argument("--hottest", type=float, default=0.05,
                    help="the smallest power of the likelihood of a tempering ladder")
+    p.add_argument("--segments", type=int, default=1,
+                   help="with --greedy: run each chain in this many equal segments and "
+                        "report each segment's mean (how a long chain climbs)")
+    p.add_argument("--detected-only", action="store_true",
+                   help="with --greedy: only the start with the detected ellipses")
     args = p.parse_args(argv)
     if args.greedy and not args.lpd:
         p.error("--greedy starts from the LPD reconstruction: add --lpd")
+    if args.segments < 1 or args.steps % args.segments:
+        p.error(f"--segments must be >= 1 and divide --steps ({args.steps})")
     setup = operators.get_setup(args.setup)
     shape = tuple(setup.space.shape)
     params = phantoms.random_ellipse_params(np.random.default_rng(args.seed))
@@ -92,7 +99,8 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
     detected = candidates.detect_ellipses(target)
     print(f"detect_ellipses on the LPD image: {len(detected)} candidates in "
           f"{time.perf_counter() - t0:.1f} s")
-    for name, shapes in (("with the detected ellipses", detected), ("without", None)):
+    starts = [("with the detected ellipses", detected), ("without", None)]
+    for name, shapes in starts[:1] if args.detected_only else starts:
         t0 = time.perf_counter()
         found = posterior.greedy_start(post, np.random.default_rng(seed + 3), candidates=200,
                                        refine=300, target=target, detected=shapes)
@@ -113,6 +121,9 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
                 ladder = chain = posterior.ReversibleJump(post, rng, found, **options)
                 what = "a chain"
             t0 = time.perf_counter()
+            if args.segments > 1:
+                _segments(ladder, chain, post, truth, truth_l, args)
+                continue
             result = ladder.run(args.steps, burn_in=args.burn_in, thin=10)
             mean = (f", the mean after {args.burn_in} proposals "
                     f"{metrics.psnr(truth, result['mean'], 1.0):.2f} dB" if args.burn_in else "")
@@ -121,6 +132,17 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
             print(f"  {what} of {args.steps} proposals from it: {time.perf_counter() - t0:.0f} s, "
                   f"{chain.n} ellipses at the end, log-likelihood "
                   f"{truth_l - chain.log_l:.1f} below the phantom's{mean}{swaps}", flush=True)
+
+
+def _segments(ladder, chain, post, truth, truth_l, args):
+    length = args.steps // args.segments
+    t0 = time.perf_counter()
+    for k in range(args.segments):
+        result = ladder.run(length, thin=10)
+        mean = metrics.psnr(truth, result["mean"], 1.0)
+        print(f"  proposals {k * length}-{(k + 1) * length}: mean {mean:.2f} dB, "
+              f"{chain.n} ellipses at the end, log-likelihood {truth_l - chain.log_l:.1f} "
+              f"below the phantom's ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
