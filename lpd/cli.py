@@ -119,14 +119,21 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.experiment in ("mri", "noise", "limit"):
         from lpd.evaluation import limit, mri, noise
 
+        if args.jobs is not None and args.experiment != "limit":
+            raise ValueError(f"lpd reproduce {args.experiment}: --jobs is for 'limit' only")
+        if args.jobs is not None and args.jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
         for flag, given in (("--train", args.train), ("--images", args.images)):
             if given:
                 raise ValueError(f"lpd reproduce {args.experiment}: {flag} is not supported "
                                  "(its models are trained by the tools named in its docs)")
         runner = {"mri": mri.run, "noise": noise.run, "limit": limit.run}[args.experiment]
-        runner(args.preset, args.out, methods=methods, force=args.force,
+        extra = {} if args.jobs is None else {"jobs": args.jobs}
+        runner(args.preset, args.out, methods=methods, force=args.force, **extra,
                command=reproduce.command_line(["lpd", *sys.argv[1:]]))
         return 0
+    if args.jobs is not None:
+        raise ValueError(f"lpd reproduce {args.experiment}: --jobs is for 'limit' only")
     reproduce.run(args.experiment, args.preset, args.out, methods=methods, train=args.train,
                   force=args.force, images=args.images,
                   command=reproduce.command_line(["lpd", *sys.argv[1:]]))
@@ -255,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "set-up's grid instead of the held-out set")
     reproduce.add_argument("--force", action="store_true",
                            help="replace the results of an earlier run in --out")
+    reproduce.add_argument("--jobs", type=int, metavar="N",
+                           help="'limit' only: processes for each image's chains (default: "
+                                "one per chain and core)")
     reproduce.set_defaults(func=_cmd_reproduce)
     return parser
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from lpd.evaluation import limit
@@ -41,6 +42,36 @@ def test_quick_limit_run_writes_its_table_figures_and_diagnostics(tmp_path):
     assert "45.4 dB" in text
     with pytest.raises(FileExistsError):
         limit.run("quick", out, log=lines.append)
+    # Each image's conditional mean was kept: a second run reads them, and gives the same
+    # table.
+    cached = sorted(p.name for p in (out / "images").iterdir())
+    assert cached == ["00.npz", "01.npz", "02.npz"]
+    lines.clear()
+    again = limit.run("quick", out, force=True, log=lines.append)
+    assert sum("read from" in line for line in lines) == 3
+    assert again == rows
+
+
+def test_a_cached_conditional_mean_is_read_only_with_its_own_fingerprint(tmp_path):
+    calls = []
+
+    def compute(value):
+        def sample():
+            calls.append(value)
+            image = np.full((2, 2), value)
+            return {"mean": image, "std": image / 10, "diagnostics": {}, "chains": [],
+                    "start_counts": [1], "detected": 0, "seconds": 1.0,
+                    "greedy_seconds": 0.5}
+        return sample
+
+    cache = tmp_path / "images" / "00.npz"
+    first = limit._cached_mean(cache, "a", compute(1.0), print)
+    again = limit._cached_mean(cache, "a", compute(2.0), print)
+    assert calls == [1.0] and np.array_equal(again["mean"], first["mean"])
+    assert again["summary"] == first["summary"] and again["summary"]["seconds"] == 1.5
+    other = limit._cached_mean(cache, "b", compute(3.0), print)
+    assert calls == [1.0, 3.0] and other["mean"][0, 0] == 3.0
+    assert limit._cached_mean(cache, "b", compute(4.0), print)["mean"][0, 0] == 3.0
 
 
 def test_bad_arguments(tmp_path):

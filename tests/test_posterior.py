@@ -122,6 +122,20 @@ def test_annealed_chains_sampled_together_reach_the_exact_mean(small_problem):
     assert np.all(result["std"] >= 0) and result["std"].max() > 0
 
 
+def test_chains_in_processes_give_what_they_give_one_after_the_other(small_problem):
+    serial = P.sample(small_problem, 2, 2_000, burn_in=500, seed=3, jobs=1)
+    parallel = P.sample(small_problem, 2, 2_000, burn_in=500, seed=3, jobs=2)
+    np.testing.assert_array_equal(serial["mean"], parallel["mean"])
+    for a, b in zip(serial["chains"], parallel["chains"], strict=True):
+        np.testing.assert_array_equal(a["log_likelihood"], b["log_likelihood"])
+    # A different seed gives a different chain (the comparison can fail).
+    other = P.sample(small_problem, 2, 2_000, burn_in=500, seed=4, jobs=1)
+    assert not np.array_equal(serial["chains"][0]["log_likelihood"],
+                              other["chains"][0]["log_likelihood"])
+    with pytest.raises(ValueError, match="jobs"):
+        P.parallel_map(divmod, [(1, 1)], 0)
+
+
 def test_swapped_chains_keep_their_images_and_likelihoods_consistent(small_problem):
     a = P.ReversibleJump(small_problem, np.random.default_rng(0), small_problem.prior.marks[[0]])
     b = P.ReversibleJump(small_problem, np.random.default_rng(1), small_problem.prior.marks[[1, 2]])

@@ -33,6 +33,7 @@ and error) and ``run.json``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -61,7 +62,7 @@ IMPLIED_SHEPP_LOGAN_PSNR = 45.4
 """The conditional mean's PSNR on Shepp-Logan (dB) that makes the seed's ratios agree with
 the LPD paper's Shepp-Logan PSNRs (FBP 19.75, TV 28.06, FBP + U-Net 29.20, LPD 38.28)."""
 
-_CHAINS = {"n_chains": 2, "n_steps": 300_000, "burn_in": 150_000, "thin": 10,
+_CHAINS = {"n_chains": 2, "n_steps": 600_000, "burn_in": 300_000, "thin": 20,
            "library_births": 0.3}
 _DEFAULT = {"setup": "ellipses", "n": 20, "seed": 2018, "test_seed": 2017,
             "methods": ("fbp", "tv", "unet", "lgd", "lp", "lpd"), "chains": _CHAINS,
@@ -118,8 +119,14 @@ def _images(setup, settings) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return np.concatenate([sl_data, data]), np.concatenate([sl, images]), labels
 
 
+def _greedy(post, seed, target, detected, greedy: dict) -> np.ndarray:
+    """One chain's start (a process of its own in `posterior.parallel_map`)."""
+    return posterior.greedy_start(post, np.random.default_rng(seed), target=target,
+                                  detected=detected, **greedy)
+
+
 def _conditional_mean(setup, data: np.ndarray, guide: np.ndarray, target, settings,
-                      index: int, log) -> dict:
+                      index: int, jobs: int | None, log) -> dict:
     post = posterior.EllipsePosterior(setup.numpy.matrix, tuple(setup.space.shape), data,
                                       setup.config.noise.relative_std,
                                       posterior.EllipsePrior())
@@ -129,19 +136,56 @@ def _conditional_mean(setup, data: np.ndarray, guide: np.ndarray, target, settin
     detected = (candidates.detect_ellipses(guide if target is None else target, **detect)
                 if detect is not None else np.zeros((0, 5)))
     library = candidates.EllipseLibrary(detected) if len(detected) else None
-    starts = [posterior.greedy_start(post, np.random.default_rng([settings["seed"], index, c]),
-                                     target=target, detected=detected, **settings["greedy"])
-              for c in range(chains["n_chains"])]
+    starts = posterior.parallel_map(
+        _greedy, [(post, [settings["seed"], index, c], target, detected, settings["greedy"])
+                  for c in range(chains["n_chains"])], jobs)
     greedy_seconds = time.perf_counter() - t0
     n_chains, n_steps = chains.pop("n_chains"), chains.pop("n_steps")
     births = chains.pop("library_births", 0.5)
     result = posterior.sample(post, n_chains, n_steps, **chains, seed=settings["seed"] + index,
-                              guide=guide, starts=starts, log=log, library=library,
+                              guide=guide, starts=starts, jobs=jobs, log=log, library=library,
                               library_births=births)
     result["greedy_seconds"] = greedy_seconds
     result["start_counts"] = [len(s) for s in starts]
     result["detected"] = len(detected)
     return result
+
+
+def _fingerprint(setup, settings: dict, index: int, data: np.ndarray, target) -> str:
+    """What an image's conditional mean depends on: settings, data and the starts' target."""
+    import hashlib
+
+    from lpd import __version__
+
+    digest = hashlib.sha256(np.ascontiguousarray(data, np.float64).tobytes())
+    if target is not None:
+        digest.update(np.ascontiguousarray(target, np.float64).tobytes())
+    keys = ("setup", "seed", "chains", "greedy", "target", "detect", "weights")
+    return json.dumps({"version": __version__, "setup": setup.config.name, "index": index,
+                       "settings": {k: settings.get(k) for k in keys},
+                       "sha256": digest.hexdigest()}, sort_keys=True, default=str)
+
+
+def _cached_mean(cache: Path, fingerprint: str, compute: Callable[[], dict], log) -> dict:
+    """An image's conditional mean from ``cache`` if it was sampled with these settings.
+
+    Otherwise ``compute()`` samples it and it is written there (atomically), so an
+    interrupted run resumes at the first image it had not finished.
+    """
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as stored:
+            if str(stored["fingerprint"]) == fingerprint:
+                log(f"  sampled before, read from {cache}")
+                return {"mean": stored["mean"], "std": stored["std"],
+                        "summary": json.loads(str(stored["summary"]))}
+        log(f"  {cache} was sampled with other settings or data: sampling anew")
+    result = compute()
+    entry = {"mean": result["mean"], "std": result["std"], "summary": _summary(result)}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(cache, lambda f: np.savez(
+        f, mean=entry["mean"], std=entry["std"], fingerprint=np.array(fingerprint),
+        summary=np.array(json.dumps(entry["summary"]))), overwrite=True)
+    return entry
 
 
 def _summary(result: dict) -> dict:
@@ -163,9 +207,15 @@ def _converged(summary: dict) -> bool:
 
 
 def run(preset: str = "default", out: str | os.PathLike | None = None, *,
-        methods: Sequence[str] | None = None, force: bool = False,
+        methods: Sequence[str] | None = None, force: bool = False, jobs: int | None = None,
         log: Callable[[str], Any] | None = None, command: str | None = None) -> list[dict]:
-    """Sample the conditional means and score every method against them (module docstring)."""
+    """Sample the conditional means and score every method against them (module docstring).
+
+    The chains of an image (and their greedy starts) run in up to ``jobs`` processes
+    (by default one per chain and core). Each image's conditional mean is kept in
+    ``out/images/`` as soon as it is sampled, so that a run stopped part-way and
+    started again with the same settings resumes at the first image it had not done.
+    """
     settings, keys, out, log = reproduce.begin_run("limit", PRESETS, preset, methods, out,
                                                    force, _OUTPUTS, log)
     command = command or f"lpd.evaluation.limit.run({preset!r})"
@@ -191,16 +241,18 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
         if target is not None and target not in recon:
             raise ValueError(f"the preset starts its chains from the {target} reconstruction; "
                              f"keep {target!r} among the methods")
-        result = _conditional_mean(setup, y, guide_method(y),
-                                   None if target is None else recon[target](y), settings, i,
-                                   log)
-        estimates = {"cm": result["mean"].astype(np.float32)}
+        target_image = None if target is None else recon[target](y)
+        entry = _cached_mean(
+            out / "images" / f"{i:02d}.npz", _fingerprint(setup, settings, i, y, target_image),
+            functools.partial(_conditional_mean, setup, y, guide_method(y), target_image,
+                              settings, i, jobs, log), log)
+        estimates = {"cm": entry["mean"].astype(np.float32)}
         estimates.update({key: np.asarray(method(y), np.float32)
                           for key, method in recon.items()})
         for key, image in estimates.items():
             errors[key].append(float(np.sum((image - x) ** 2)))
             psnrs[key].append(metrics.psnr(x, image, 1.0))
-        summary = {"image": labels[i], **_summary(result)}
+        summary = {"image": labels[i], **entry["summary"]}
         diagnostics.append(summary)
         log(f"  conditional mean {psnrs['cm'][-1]:.2f} dB ("
             + ", ".join(f"{registry.get(k).name} {psnrs[k][-1]:.2f}" for k in keys)
@@ -211,7 +263,7 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
                      **{registry.get(k).name: estimates[k] for k in keys}}
             captions = {n: f"{metrics.psnr(x, img, 1.0):.2f} dB" for n, img in names.items()}
             shown.append((labels[i], x, names, captions))
-            shown_posterior.append((labels[i], x, result["mean"], result["std"]))
+            shown_posterior.append((labels[i], x, entry["mean"], entry["std"]))
     rows = _rows(keys, errors, psnrs)
     meta = {"experiment": "limit", "preset": preset, "setup": setup.config.name,
             "images": labels, "chains": chains, "greedy": settings["greedy"],
