@@ -53,6 +53,9 @@ def main(argv=None):
                         "report each segment's mean (how a long chain climbs)")
     p.add_argument("--detected-only", action="store_true",
                    help="with --greedy: only the start with the detected ellipses")
+    p.add_argument("--merge", type=float, default=0.0,
+                   help="with --greedy: the chains' probability of proposing a merge (and "
+                        "that of a split) of overlapping ellipses")
     args = p.parse_args(argv)
     if args.greedy and not args.lpd:
         p.error("--greedy starts from the LPD reconstruction: add --lpd")
@@ -110,7 +113,7 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
               f"(the phantom {len(params)}), log-likelihood {gap:.1f} below the phantom's, "
               f"{metrics.psnr(truth, image, 1.0):.2f} dB")
         library = None if shapes is None else candidates.EllipseLibrary(shapes)
-        options = dict(guide=guide, library=library, library_births=0.3)
+        options = dict(guide=guide, library=library, library_births=0.3, merge=args.merge)
         for n in args.temperatures:
             rng = np.random.default_rng(seed + 5)
             if n > 1:
@@ -140,9 +143,12 @@ def _segments(ladder, chain, post, truth, truth_l, args):
     for k in range(args.segments):
         result = ladder.run(length, thin=10)
         mean = metrics.psnr(truth, result["mean"], 1.0)
+        moves = ", ".join(f"{kind} {chain.accepted[kind]}/{chain.proposed[kind]}"
+                          for kind in ("merge", "split") if chain.proposed[kind])
         print(f"  proposals {k * length}-{(k + 1) * length}: mean {mean:.2f} dB, "
               f"{chain.n} ellipses at the end, log-likelihood {truth_l - chain.log_l:.1f} "
-              f"below the phantom's ({time.perf_counter() - t0:.0f} s)", flush=True)
+              f"below the phantom's ({time.perf_counter() - t0:.0f} s)"
+              + (f"; accepted {moves}" if moves else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -107,3 +107,8 @@ def test_reproduce_routes_the_experiments_with_modules_of_their_own(tmp_path, ca
     assert "unknown preset 'huge' for 'limit'" in capsys.readouterr().err
     assert main(["reproduce", "elipses"]) == 2
     assert "'limit'" in capsys.readouterr().err
+    for experiment in ("ellipses", "noise"):
+        assert main(["reproduce", experiment, "--jobs", "2", "--out", str(tmp_path / "x")]) == 2
+        assert "--jobs is for 'limit' only" in capsys.readouterr().err
+    assert main(["reproduce", "limit", "--jobs", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--jobs must be at least 1, got 0" in capsys.readouterr().err

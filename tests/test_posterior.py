@@ -357,3 +357,81 @@ def test_moved_ellipses_keep_the_projection_of_their_footprint():
         np.testing.assert_array_equal(idx, P.footprint(mark, shape))
         np.testing.assert_allclose(unit, post.projection(idx, 1.0), atol=1e-9)
     np.testing.assert_allclose(chain.p, matrix @ chain.x, atol=1e-8)
+
+
+def _overlapping_problem():
+    """Four ellipses on the small set-up's ray transform, three of them overlapping."""
+    from lpd.physics import operators
+
+    setup = operators.get_setup("ellipses_small")
+    shape = tuple(setup.space.shape)
+    marks = np.array([[0.4, 0.3, 0.2, -0.2, 0.0, 0.3], [0.2, 0.25, 0.15, 0.05, 0.1, 1.0],
+                      [-0.1, 0.2, 0.1, -0.1, -0.2, 0.5], [-0.3, 0.15, 0.1, 0.6, -0.6, 2.0]])
+    truth = P.EllipsePosterior(setup.numpy.matrix, shape,
+                               np.zeros(setup.numpy.matrix.shape[0]), 0.05, P.EllipsePrior())
+    clean = truth.columns @ truth.image(marks).ravel()
+    data = clean + 0.05 * np.mean(np.abs(clean)) * np.random.default_rng(0).standard_normal(
+        clean.size)
+    post = P.EllipsePosterior(setup.numpy.matrix, shape, data, 0.05, P.EllipsePrior())
+    return post, marks
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.3])
+def test_a_merge_and_the_split_that_undoes_it_have_reciprocal_ratios(beta):
+    # Detailed balance of the pair of moves: the log acceptance ratio of merging
+    # ellipse j into i, and that of the split which gives the two back, sum to 0.
+    post, marks = _overlapping_problem()
+    rng = np.random.default_rng(3)
+    checked = 0
+    for trial in range(20):
+        chain = P.ReversibleJump(post, np.random.default_rng(trial), marks, merge=0.1)
+        chain.beta = beta
+        i, j = (0, 1) if trial % 2 == 0 else (1, 0)
+        assert j in chain._neighbours(chain.marks[i], i)
+        assert chain._neighbours(chain.marks[i], i).size >= 2  # so that the counts matter
+        new = chain._shape_step(chain.marks[i])
+        plan = chain._merge_plan(i, j, new)
+        new[0] = plan["law"][0] + 0.01 * rng.standard_normal()
+        merge_ratio, p_new, log_l = chain._merge_log_ratio(i, j, new, plan)
+        first, second = chain.marks[i].copy(), chain.marks[j].copy()
+        # The merged state, with the merged ellipse where i was (j removed).
+        merged = [m for k, m in enumerate(chain.marks) if k != j]
+        k = i if i < j else i - 1
+        merged[k] = new
+        back = P.ReversibleJump(post, np.random.default_rng(0), np.array(merged), merge=0.1)
+        back.beta = beta
+        assert back.log_l == pytest.approx(log_l, abs=1e-6)
+        split_plan = back._split_plan(k, first, second)
+        split_ratio, p_back, _ = back._split_log_ratio(k, first, second, split_plan)
+        np.testing.assert_allclose(p_back, chain.p, atol=1e-9)
+        assert merge_ratio + split_ratio == pytest.approx(0.0, abs=1e-6)
+        checked += 1
+    assert checked == 20
+
+
+def test_merges_and_splits_leave_the_target_unchanged():
+    # As with births: with a flat likelihood the target is the prior, so the count
+    # stays Poisson(3) and the marks keep the prior's law, however often merges and
+    # splits are proposed.
+    shape = (8, 8)
+    data = 0.3 + 0.1 * np.random.default_rng(1).random(64)
+    post = P.EllipsePosterior(sp.eye(64), shape, data, 0.5, P.EllipsePrior(mean_count=3.0))
+    post.log_likelihood = lambda p: 0.0
+    chain = P.ReversibleJump(post, np.random.default_rng(1), birth=0.05, death=0.05,
+                             merge=0.35)
+    counts, marks = [], []
+    for s in range(150_000):
+        chain.step()
+        if s > 2_000 and s % 20 == 0:
+            counts.append(chain.n)
+            marks += chain.marks
+    marks = np.array(marks)
+    assert np.mean(counts) == pytest.approx(3.0, abs=0.3)
+    assert np.var(counts) == pytest.approx(3.0, abs=0.5)
+    assert np.mean(marks[:, 1:3]) == pytest.approx(0.2, abs=0.025)
+    assert np.mean(marks[:, 0] > 0) == pytest.approx(0.5, abs=0.06)
+    assert chain.accepted["merge"] > 100 and chain.accepted["split"] > 100
+    with pytest.raises(ValueError, match="merge"):
+        P.ReversibleJump(post, np.random.default_rng(0), birth=0.3, death=0.3, merge=0.3)
+    with pytest.raises(ValueError, match="fitted values"):
+        P.ReversibleJump(post, np.random.default_rng(0), merge=0.1, fitted=False)

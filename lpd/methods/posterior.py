@@ -236,6 +236,17 @@ class ReversibleJump:
       shape from it: an ellipse that settled near a boundary it does not quite
       follow jumps to the detected one.
 
+    - A *merge* (with ``merge > 0``, proposed as often as a split) picks one
+      ellipse and one of its neighbours (their bounding circles meet), removes
+      the neighbour and moves the first by a random-walk step of ``merge_scale``
+      times the updates' shape steps, its value fitted to what the two explained
+      together. A *split* is its reverse: it moves one ellipse by such a step and
+      adds a neighbour, its centre drawn around the first's (spread by its larger
+      half-axis) and its half-axes and rotation from the prior, with both values
+      drawn jointly around their least-squares fit. Together they let a chain trade
+      two overlapping ellipses for one, which a death alone rarely does when the
+      two share the data between them.
+
     With ``fitted=False``, or for a `DiscretePrior`, births draw the whole mark
     from the prior and updates are random-walk steps of one mark (an independent
     draw from the prior for the discrete one).
@@ -270,6 +281,10 @@ class ReversibleJump:
         Draw values around their least-squares fit (continuous prior only).
     spread : float
         Width of the fitted value proposals in units of the value's likelihood width.
+    merge : float
+        The probability of proposing a merge, and that of a split (0: neither).
+    merge_scale : float
+        The shape steps of merges and splits, in units of ``steps``.
     probes : int
         Number of fixed random linear functionals of the image traced at every
         kept sample (`run`), for the convergence diagnostics of the image.
@@ -280,7 +295,7 @@ class ReversibleJump:
                  death: float = 0.2, guide=None, prior_births: float = 0.5,
                  library: EllipseLibrary | None = None, library_births: float = 0.5,
                  library_switches: float = 0.1, fitted: bool = True, spread: float = 1.5,
-                 probes: int = 4):
+                 merge: float = 0.0, merge_scale: float = 3.0, probes: int = 4):
         self.post = posterior
         self.rng = rng
         self.steps = np.asarray(steps, dtype=np.float64)
@@ -294,6 +309,16 @@ class ReversibleJump:
         sigma = posterior.relative_std * float(np.mean(np.abs(posterior.data)))
         self.fitted = bool(fitted) and not posterior.prior.discrete and sigma > 0
         self.value_width = float(spread) * sigma
+        self.p_merge = float(merge)
+        if not (0 <= self.p_merge and self.p_birth + self.p_death + 2 * self.p_merge <= 1):
+            raise ValueError(f"merge must be >= 0 with birth + death + 2 merge <= 1, got "
+                             f"merge {merge} beside birth {birth} and death {death}")
+        if self.p_merge > 0 and not self.fitted:
+            raise ValueError("merges and splits need fitted values (the continuous "
+                             "EllipsePrior, fitted=True and data that are not all zero)")
+        if not (math.isfinite(merge_scale) and merge_scale > 0):
+            raise ValueError(f"merge_scale must be finite and > 0, got {merge_scale}")
+        self.merge_steps = float(merge_scale) * self.steps[1:]
         self.beta = 1.0  # the power of the likelihood (< 1 while a run anneals)
         self._set_guide(guide, prior_births)
         self._set_library(library, library_births, library_switches)
@@ -311,8 +336,8 @@ class ReversibleJump:
             idx = footprint(mark, posterior.shape)
             self._insert(mark, idx, posterior.projection(idx, 1.0))
         self.log_l = posterior.log_likelihood(self.p)
-        self.accepted = {"birth": 0, "death": 0, "update": 0}
-        self.proposed = {"birth": 0, "death": 0, "update": 0}
+        self.accepted = {"birth": 0, "death": 0, "update": 0, "merge": 0, "split": 0}
+        self.proposed = dict(self.accepted)
 
     # -- the guide -------------------------------------------------------------
 
@@ -464,6 +489,10 @@ class ReversibleJump:
             self._birth()
         elif u < self.p_birth + self.p_death:
             self._death()
+        elif u < self.p_birth + self.p_death + self.p_merge:
+            self._merge()
+        elif u < self.p_birth + self.p_death + 2 * self.p_merge:
+            self._split()
         else:
             self._update()
 
@@ -569,6 +598,181 @@ class ReversibleJump:
             self.marks[k], self.prints[k], self.units[k] = new, idx, unit
             self.p, self.log_l = p_new, log_l
             self.accepted["update"] += 1
+
+    # -- merges and splits --------------------------------------------------------
+
+    def _pair_law(self, first: np.ndarray, second: np.ndarray, base: np.ndarray):
+        """Mean and Gram matrix of the joint least-squares fit of two values on ``base``.
+
+        The pair is drawn as ``N(mean, value_width^2 G^-1)``; ``None`` where the two
+        projections are (nearly) parallel or one is zero, so that no fit is defined.
+        """
+        units = np.stack([first, second])
+        gram = units @ units.T
+        det = gram[0, 0] * gram[1, 1] - gram[0, 1] ** 2
+        if not det > 1e-9 * gram[0, 0] * gram[1, 1]:
+            return None
+        return np.linalg.solve(gram, units @ (self.post.data - base)), gram
+
+    def _draw_pair(self, law) -> np.ndarray:
+        mean, gram = law
+        lower = np.linalg.cholesky(gram)
+        return mean + self.value_width * np.linalg.solve(lower.T, self.rng.standard_normal(2))
+
+    def _log_pair_density(self, values: np.ndarray, law) -> float:
+        mean, gram = law
+        d = values - mean
+        w2 = self.value_width ** 2
+        return float(-0.5 * d @ gram @ d / w2 - math.log(2 * math.pi * w2)
+                     + 0.5 * math.log(np.linalg.det(gram)))
+
+    def _log_normal(self, value: float, law) -> float:
+        mean, width = law
+        return -0.5 * ((value - mean) / width) ** 2 - math.log(width * math.sqrt(2 * math.pi))
+
+    def _log_split_shape(self, mark: np.ndarray, around: np.ndarray) -> float:
+        """``log`` density of the new ellipse of a split of ``around``.
+
+        Its centre is normal around ``around``'s (the larger half-axis as standard
+        deviation), its half-axes and rotation are the prior's: the prior's shape
+        density with the uniform centre's ``1/4`` replaced by the normal's.
+        """
+        radius = max(around[1], around[2])
+        d2 = (mark[3] - around[3]) ** 2 + (mark[4] - around[4]) ** 2
+        log_centre = -0.5 * d2 / radius ** 2 - math.log(2 * math.pi * radius ** 2)
+        return self.post.prior.log_shape_density(mark) - math.log(0.25) + log_centre
+
+    @staticmethod
+    def _meets(a: np.ndarray, b: np.ndarray) -> bool:
+        """Whether two ellipses' bounding circles meet (they are neighbours)."""
+        return math.hypot(a[3] - b[3], a[4] - b[4]) < max(a[1], a[2]) + max(b[1], b[2])
+
+    def _neighbours(self, mark: np.ndarray, skip: int) -> np.ndarray:
+        """The indices of the chain's ellipses other than ``skip`` that meet ``mark``."""
+        marks = np.array(self.marks)
+        reach = np.maximum(marks[:, 1], marks[:, 2]) + max(mark[1], mark[2])
+        near = np.hypot(marks[:, 3] - mark[3], marks[:, 4] - mark[4]) < reach
+        near[skip] = False
+        return np.flatnonzero(near)
+
+    def _shape_step(self, mark: np.ndarray) -> np.ndarray:
+        new = mark.copy()
+        new[1:] += self.merge_steps * self.rng.standard_normal(5)
+        new[5] %= 2 * math.pi
+        return new
+
+    def _merge(self) -> None:
+        self.proposed["merge"] += 1
+        if self.n < 2:
+            return
+        i = int(self.rng.integers(self.n))
+        near = self._neighbours(self.marks[i], i)
+        if near.size == 0:
+            return
+        j = int(near[self.rng.integers(near.size)])
+        new = self._shape_step(self.marks[i])
+        plan = self._merge_plan(i, j, new)
+        if plan is None:
+            return
+        new[0] = self._draw_value(plan["law"])
+        log_ratio, p_new, log_l = self._merge_log_ratio(i, j, new, plan)
+        if math.isfinite(log_ratio) and self._accept(log_ratio):
+            first, second = self.marks[i], self.marks[j]
+            self._change(self.prints[i], -first[0])
+            self._change(self.prints[j], -second[0])
+            self._change(plan["idx"], new[0])
+            self.marks[i], self.prints[i], self.units[i] = new, plan["idx"], plan["unit"]
+            del self.marks[j], self.prints[j], self.units[j]
+            self.p, self.log_l = p_new, log_l
+            self.accepted["merge"] += 1
+
+    def _merge_plan(self, i: int, j: int, new: np.ndarray) -> dict | None:
+        """What merging ``j`` into ``i``, reshaped as ``new``, needs (``None``: it cannot be)."""
+        if self.post.prior.log_shape_density(new) == -math.inf:
+            return None
+        idx = footprint(new, self.post.shape)
+        unit = self._moved_projection(self.prints[i], self.units[i], idx)
+        rest = self.p - self.marks[i][0] * self.units[i] - self.marks[j][0] * self.units[j]
+        law = self._value_law(unit, rest)
+        pair = self._pair_law(self.units[i], self.units[j], rest)
+        if law is None or pair is None:
+            return None
+        return {"idx": idx, "unit": unit, "rest": rest, "law": law, "pair": pair}
+
+    def _merge_log_ratio(self, i: int, j: int, new: np.ndarray, plan: dict):
+        """``log`` of a merge's acceptance ratio (`_merge_plan`); ``A x`` and ``log L`` after."""
+        prior, n = self.post.prior, self.n
+        first, second = self.marks[i], self.marks[j]
+        near = self._neighbours(first, i).size
+        p_new = plan["rest"] + new[0] * plan["unit"]
+        log_l = self.post.log_likelihood(p_new)
+        # The posterior's ratio (one ellipse fewer), then the reverse split's chance of
+        # proposing the two back over this merge's chance of proposing it.
+        log_ratio = (self.beta * (log_l - self.log_l) + prior.log_mark_density(new)
+                     - prior.log_mark_density(first) - prior.log_mark_density(second)
+                     - math.log(prior.mean_count)
+                     + math.log(n / (n - 1)) + math.log(near)
+                     + self._log_split_shape(second, new)
+                     + self._log_pair_density(np.array([first[0], second[0]]), plan["pair"])
+                     - self._log_normal(new[0], plan["law"]))
+        return log_ratio, p_new, log_l
+
+    def _split(self) -> None:
+        self.proposed["split"] += 1
+        if self.n < 1 or self.n >= self.post.prior.max_count:
+            return
+        i = int(self.rng.integers(self.n))
+        old = self.marks[i]
+        other = self.post.prior.sample_mark(self.rng)
+        other[3:5] = old[3:5] + max(old[1], old[2]) * self.rng.standard_normal(2)
+        moved = self._shape_step(old)
+        plan = self._split_plan(i, moved, other)
+        if plan is None:
+            return
+        moved[0], other[0] = self._draw_pair(plan["pair"])
+        log_ratio, p_new, log_l = self._split_log_ratio(i, moved, other, plan)
+        if math.isfinite(log_ratio) and self._accept(log_ratio):
+            self._change(self.prints[i], -old[0])
+            self._change(plan["idx"], moved[0])
+            self.marks[i], self.prints[i], self.units[i] = moved, plan["idx"], plan["unit"]
+            self._insert(other, plan["other_idx"], plan["other_unit"])
+            self.p, self.log_l = p_new, log_l
+            self.accepted["split"] += 1
+
+    def _split_plan(self, i: int, moved: np.ndarray, other: np.ndarray) -> dict | None:
+        """What splitting ``i`` into ``moved`` and ``other`` needs (``None``: it cannot be)."""
+        prior = self.post.prior
+        if (prior.log_shape_density(other) == -math.inf
+                or prior.log_shape_density(moved) == -math.inf
+                or not self._meets(moved, other)):
+            return None  # outside the prior, or a pair that no merge would propose
+        idx = footprint(moved, self.post.shape)
+        unit = self._moved_projection(self.prints[i], self.units[i], idx)
+        other_idx = footprint(other, self.post.shape)
+        other_unit = self.post.projection(other_idx, 1.0)
+        rest = self.p - self.marks[i][0] * self.units[i]
+        law = self._value_law(self.units[i], rest)
+        pair = self._pair_law(unit, other_unit, rest)
+        if law is None or pair is None:
+            return None
+        return {"idx": idx, "unit": unit, "other_idx": other_idx, "other_unit": other_unit,
+                "rest": rest, "law": law, "pair": pair}
+
+    def _split_log_ratio(self, i: int, moved: np.ndarray, other: np.ndarray, plan: dict):
+        """``log`` of a split's acceptance ratio (`_split_plan`); ``A x`` and ``log L`` after."""
+        prior, n = self.post.prior, self.n
+        old = self.marks[i]
+        near = self._neighbours(moved, i).size + 1  # the new one among them
+        p_new = plan["rest"] + moved[0] * plan["unit"] + other[0] * plan["other_unit"]
+        log_l = self.post.log_likelihood(p_new)
+        log_ratio = (self.beta * (log_l - self.log_l) + prior.log_mark_density(moved)
+                     + prior.log_mark_density(other) - prior.log_mark_density(old)
+                     + math.log(prior.mean_count)
+                     + math.log(n / (n + 1)) - math.log(near)
+                     - self._log_split_shape(other, old)
+                     - self._log_pair_density(np.array([moved[0], other[0]]), plan["pair"])
+                     + self._log_normal(old[0], plan["law"]))
+        return log_ratio, p_new, log_l
 
     def run(self, n_steps: int, burn_in: int = 0, thin: int = 1, *, anneal: int = 0,
             beta_start: float = 1e-3, after_step: Callable[[int], Any] | None = None) -> dict:
