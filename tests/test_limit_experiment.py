@@ -14,12 +14,14 @@ from lpd.evaluation import limit
 def test_normalised_errors_are_ratios_of_summed_squared_errors():
     errors = {"cm": [1.0, 2.0, 2.0], "fbp": [10.0, 30.0, 10.0]}
     psnrs = {"cm": [40.0, 30.0, 32.0], "fbp": [20.0, 25.0, 27.0]}
-    rows = {r["method"]: r for r in limit._rows(("fbp",), errors, psnrs)}
+    rows = {r["method"]: r for r in limit._rows(("fbp",), errors, psnrs, 4)}
     assert rows["cm"]["ratio_held_out"] == rows["cm"]["ratio_shepp_logan"] == 1.0
     # Shepp-Logan first, then the held-out images: 40 / 4 and 10 / 1.
     assert rows["fbp"]["ratio_held_out"] == pytest.approx(10.0)
     assert rows["fbp"]["ratio_shepp_logan"] == pytest.approx(10.0)
     assert rows["fbp"]["psnr_held_out"] == pytest.approx(26.0)
+    # The mean squared error per pixel (4 of them) over the held-out images.
+    assert rows["fbp"]["mse_held_out"] == pytest.approx(20.0 / 4)
     assert rows["fbp"]["seed_ratio"] == 372.0 and rows["cm"]["seed_ratio"] == 1.0
 
 
@@ -50,6 +52,7 @@ def test_quick_limit_run_writes_its_table_figures_and_diagnostics(tmp_path):
     again = limit.run("quick", out, force=True, log=lines.append)
     assert sum("read from" in line for line in lines) == 3
     assert again == rows
+    assert "3 of the 3 images sampled by an earlier run" in (out / "results.md").read_text()
 
 
 def test_a_cached_conditional_mean_is_read_only_with_its_own_fingerprint(tmp_path):

@@ -180,10 +180,11 @@ def _cached_mean(cache: Path, fingerprint: str, compute: Callable[[], dict], log
             if str(stored["fingerprint"]) == fingerprint:
                 log(f"  sampled before, read from {cache}")
                 return {"mean": stored["mean"], "std": stored["std"],
-                        "summary": json.loads(str(stored["summary"]))}
+                        "summary": json.loads(str(stored["summary"])), "cached": True}
         log(f"  {cache} was sampled with other settings or data: sampling anew")
     result = compute()
-    entry = {"mean": result["mean"], "std": result["std"], "summary": _summary(result)}
+    entry = {"mean": result["mean"], "std": result["std"], "summary": _summary(result),
+             "cached": False}
     cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(cache, lambda f: np.savez(
         f, mean=entry["mean"], std=entry["std"], fingerprint=np.array(fingerprint),
@@ -255,7 +256,7 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
         for key, image in estimates.items():
             errors[key].append(float(np.sum((image - x) ** 2)))
             psnrs[key].append(metrics.psnr(x, image, 1.0))
-        summary = {"image": labels[i], **entry["summary"]}
+        summary = {"image": labels[i], **entry["summary"], "cached": entry["cached"]}
         diagnostics.append(summary)
         log(f"  conditional mean {psnrs['cm'][-1]:.2f} dB ("
             + ", ".join(f"{registry.get(k).name} {psnrs[k][-1]:.2f}" for k in keys)
@@ -267,7 +268,7 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
             captions = {n: f"{metrics.psnr(x, img, 1.0):.2f} dB" for n, img in names.items()}
             shown.append((labels[i], x, names, captions))
             shown_posterior.append((labels[i], x, entry["mean"], entry["std"]))
-    rows = _rows(keys, errors, psnrs)
+    rows = _rows(keys, errors, psnrs, truth[0].size)
     meta = {"experiment": "limit", "preset": preset, "setup": setup.config.name,
             "images": labels, "chains": chains, "greedy": settings["greedy"],
             "target": settings.get("target"),
@@ -282,7 +283,8 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
     return rows
 
 
-def _rows(keys, errors: dict, psnrs: dict) -> list[dict]:
+def _rows(keys, errors: dict, psnrs: dict, pixels: int) -> list[dict]:
+    """The table: ``errors`` are each image's summed squared errors, Shepp-Logan first."""
     cm = np.asarray(errors["cm"])
     rows = []
     for key in ("cm", *keys):
@@ -291,7 +293,7 @@ def _rows(keys, errors: dict, psnrs: dict) -> list[dict]:
         rows.append({
             "method": key, "name": name,
             "psnr_held_out": float(np.mean(psnrs[key][1:])) if len(err) > 1 else None,
-            "mse_held_out": float(np.mean(err[1:]) / err.size) if len(err) > 1 else None,
+            "mse_held_out": float(np.mean(err[1:]) / pixels) if len(err) > 1 else None,
             # E||A(y) - x||^2 / E||E[x|y] - x||^2 over the held-out images, and the same
             # ratio for the one Shepp-Logan image.
             "ratio_held_out": float(err[1:].sum() / cm[1:].sum()) if len(err) > 1 else None,
@@ -348,8 +350,11 @@ def _markdown(rows: list[dict], meta: dict) -> str:
             f"{_g(d['rhat_pixels_p99'])} / {_g(d['rhat_pixels_max'])} | "
             f"{d.get('detected', '')} | {', '.join(map(str, d['start_ellipses']))}; "
             f"{', '.join(f'{c:.0f}' for c in d['ellipses'])} | {d['seconds']:.0f} |")
+    cached = sum(bool(d.get("cached")) for d in meta["diagnostics"])
     lines += ["", f"{meta['seconds_per_image']:.0f} s per image (greedy starts and chains). "
-              f"Written by `{meta['command']}` in {meta['wall_seconds']:.0f} s.", ""]
+              f"Written by `{meta['command']}` in {meta['wall_seconds']:.0f} s"
+              + (f" ({cached} of the {len(meta['diagnostics'])} images sampled by an earlier "
+                 "run with the same settings, read from `images/`)." if cached else "."), ""]
     return "\n".join(lines)
 
 
