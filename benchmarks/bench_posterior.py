@@ -53,6 +53,9 @@ def main(argv=None):
                         "report each segment's mean (how a long chain climbs)")
     p.add_argument("--detected-only", action="store_true",
                    help="with --greedy: only the start with the detected ellipses")
+    p.add_argument("--removal-costs", action="store_true",
+                   help="with --greedy: after each chain, what removing each of its ellipses "
+                        "alone would cost in log-likelihood (are they all load-bearing?)")
     p.add_argument("--merge", type=float, default=0.0,
                    help="with --greedy: the chains' probability of proposing a merge (and "
                         "that of a split) of overlapping ellipses")
@@ -126,6 +129,8 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
             t0 = time.perf_counter()
             if args.segments > 1:
                 _segments(ladder, chain, post, truth, truth_l, args)
+                if args.removal_costs:
+                    _removal_costs(chain, post, len(params))
                 continue
             result = ladder.run(args.steps, burn_in=args.burn_in, thin=10)
             mean = (f", the mean after {args.burn_in} proposals "
@@ -135,6 +140,18 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
             print(f"  {what} of {args.steps} proposals from it: {time.perf_counter() - t0:.0f} s, "
                   f"{chain.n} ellipses at the end, log-likelihood "
                   f"{truth_l - chain.log_l:.1f} below the phantom's{mean}{swaps}", flush=True)
+            if args.removal_costs:
+                _removal_costs(chain, post, len(params))
+
+
+def _removal_costs(chain, post, n_truth):
+    """How much log-likelihood removing each of the chain's ellipses alone would lose."""
+    costs = np.sort([chain.log_l - post.log_likelihood(chain.p - mark[0] * unit)
+                     for mark, unit in zip(chain.marks, chain.units, strict=True)])
+    quartiles = " / ".join(f"{q:.1f}" for q in np.percentile(costs, [25, 50, 75]))
+    print(f"  removing one of its {chain.n} ellipses (the phantom has {n_truth}) alone costs "
+          f"<= 0 nats for {np.sum(costs <= 0)}, <= 5 for {np.sum(costs <= 5)}, "
+          f"<= 20 for {np.sum(costs <= 20)}; quartiles {quartiles} nats", flush=True)
 
 
 def _segments(ladder, chain, post, truth, truth_l, args):
