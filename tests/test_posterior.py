@@ -187,30 +187,40 @@ def test_bad_ladders_are_named(small_problem):
         P.geometric_ladder(3, 0.0)
 
 
+def _flat_posterior() -> P.EllipsePosterior:
+    """An 8 x 8 problem whose likelihood is flat (the target is the prior, 3 ellipses on
+    average), with data that ask for large values (so fitted values must be corrected)."""
+    data = 0.3 + 0.1 * np.random.default_rng(1).random(64)
+    post = P.EllipsePosterior(sp.eye(64), (8, 8), data, 0.5, P.EllipsePrior(mean_count=3.0))
+    post.log_likelihood = lambda p: 0.0
+    return post
+
+
+def _held(chain: P.ReversibleJump, steps: int) -> tuple[list[int], np.ndarray]:
+    """The ellipse counts and all the marks held, every 20 proposals after 2 000."""
+    counts, marks = [], []
+    for s in range(steps):
+        chain.step()
+        if s > 2_000 and s % 20 == 0:
+            counts.append(chain.n)
+            marks += chain.marks
+    return counts, np.array(marks)
+
+
 @pytest.mark.parametrize("fitted", [True, False])
 def test_guided_births_and_fitted_values_leave_the_target_unchanged(fitted):
     # With a flat likelihood the target is the prior itself. A guide that puts
     # every guided birth in one corner, and values fitted to data that ask for
     # large ones, must not move the centres, signs or sizes of the values of the
     # ellipses the chain holds.
-    shape = (8, 8)
-    data = 0.3 + 0.1 * np.random.default_rng(1).random(64)
-    post = P.EllipsePosterior(sp.eye(64), shape, data, 0.5, P.EllipsePrior(mean_count=3.0))
-    post.log_likelihood = lambda p: 0.0
-    guide = np.zeros(shape)
+    post = _flat_posterior()
+    guide = np.zeros((8, 8))
     guide[:2, :2] = 1.0
     chain = P.ReversibleJump(post, np.random.default_rng(0), guide=guide, prior_births=0.2,
                              birth=0.3, death=0.3, fitted=fitted)
     assert chain.fitted == fitted
-    centres, values, counts = [], [], []
-    for s in range(80_000):
-        chain.step()
-        if s > 2_000 and s % 20 == 0:
-            counts.append(chain.n)
-            for mark in chain.marks:
-                centres.append(mark[3:5])
-                values.append(mark[0])
-    centres, values = np.array(centres), np.array(values)
+    counts, marks = _held(chain, 80_000)
+    centres, values = marks[:, 3:5], marks[:, 0]
     corner = np.mean((centres[:, 0] < -0.5) & (centres[:, 1] < -0.5))
     assert np.mean(counts) == pytest.approx(3.0, rel=0.1)
     assert corner == pytest.approx(1 / 16, abs=0.03)  # not the guide's share of births
@@ -277,21 +287,12 @@ def test_library_births_leave_the_target_unchanged():
     # As above, with births drawn from a library of one candidate ellipse whose
     # kernels are wide enough for its density to matter beside the prior's: the
     # chain must still hold the prior's ellipses, not the library's.
-    shape = (8, 8)
-    data = 0.3 + 0.1 * np.random.default_rng(1).random(64)
-    post = P.EllipsePosterior(sp.eye(64), shape, data, 0.5, P.EllipsePrior(mean_count=3.0))
-    post.log_likelihood = lambda p: 0.0
+    post = _flat_posterior()
     candidate = np.array([0.3, 0.15, -0.6, -0.6, 0.4])
     library = C.EllipseLibrary(candidate[None], widths=(0.1, 0.05, 0.15, 0.15, 0.12))
     chain = P.ReversibleJump(post, np.random.default_rng(0), library=library,
                              library_births=0.7, library_switches=0.5, birth=0.3, death=0.3)
-    marks, counts = [], []
-    for s in range(100_000):
-        chain.step()
-        if s > 2_000 and s % 20 == 0:
-            counts.append(chain.n)
-            marks += chain.marks
-    marks = np.array(marks)
+    counts, marks = _held(chain, 100_000)
     near = (np.abs(marks[:, 3] - candidate[2]) < 0.15) & (np.abs(marks[:, 4] - candidate[3]) < 0.15)
     assert np.mean(counts) == pytest.approx(3.0, rel=0.1)
     assert np.mean(near) == pytest.approx(0.3 * 0.3 / 4, abs=0.01)  # the prior's share
@@ -413,19 +414,10 @@ def test_merges_and_splits_leave_the_target_unchanged():
     # As with births: with a flat likelihood the target is the prior, so the count
     # stays Poisson(3) and the marks keep the prior's law, however often merges and
     # splits are proposed.
-    shape = (8, 8)
-    data = 0.3 + 0.1 * np.random.default_rng(1).random(64)
-    post = P.EllipsePosterior(sp.eye(64), shape, data, 0.5, P.EllipsePrior(mean_count=3.0))
-    post.log_likelihood = lambda p: 0.0
+    post = _flat_posterior()
     chain = P.ReversibleJump(post, np.random.default_rng(1), birth=0.05, death=0.05,
                              merge=0.35)
-    counts, marks = [], []
-    for s in range(150_000):
-        chain.step()
-        if s > 2_000 and s % 20 == 0:
-            counts.append(chain.n)
-            marks += chain.marks
-    marks = np.array(marks)
+    counts, marks = _held(chain, 150_000)
     assert np.mean(counts) == pytest.approx(3.0, abs=0.3)
     assert np.var(counts) == pytest.approx(3.0, abs=0.5)
     assert np.mean(marks[:, 1:3]) == pytest.approx(0.2, abs=0.025)
