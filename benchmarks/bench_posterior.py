@@ -59,6 +59,9 @@ def main(argv=None):
     p.add_argument("--merge", type=float, default=0.0,
                    help="with --greedy: the chains' probability of proposing a merge (and "
                         "that of a split) of overlapping ellipses")
+    p.add_argument("--joint", type=float, default=0.0,
+                   help="the chains' share of joint births, deaths and updates (the values "
+                        "of the changed ellipse's neighbours redrawn with its own)")
     args = p.parse_args(argv)
     if args.greedy and not args.lpd:
         p.error("--greedy starts from the LPD reconstruction: add --lpd")
@@ -71,7 +74,8 @@ def main(argv=None):
     data = pipelines.simulate(setup, truth[None], np.random.default_rng(args.seed + 1))[0]
     post = posterior.EllipsePosterior(setup.numpy.matrix, shape, data,
                                       setup.config.noise.relative_std, posterior.EllipsePrior())
-    chain = posterior.ReversibleJump(post, np.random.default_rng(args.seed + 2), params)
+    chain = posterior.ReversibleJump(post, np.random.default_rng(args.seed + 2), params,
+                                     joint=args.joint)
     if args.lpd:
         from lpd import load_pretrained
         from lpd.evaluation import reproduce
@@ -116,7 +120,8 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
               f"(the phantom {len(params)}), log-likelihood {gap:.1f} below the phantom's, "
               f"{metrics.psnr(truth, image, 1.0):.2f} dB")
         library = None if shapes is None else candidates.EllipseLibrary(shapes)
-        options = dict(guide=guide, library=library, library_births=0.3, merge=args.merge)
+        options = dict(guide=guide, library=library, library_births=0.3, merge=args.merge,
+                       joint=args.joint)
         for n in args.temperatures:
             rng = np.random.default_rng(seed + 5)
             if n > 1:
@@ -161,7 +166,7 @@ def _segments(ladder, chain, post, truth, truth_l, args):
         result = ladder.run(length, thin=10)
         mean = metrics.psnr(truth, result["mean"], 1.0)
         moves = ", ".join(f"{kind} {chain.accepted[kind]}/{chain.proposed[kind]}"
-                          for kind in ("merge", "split") if chain.proposed[kind])
+                          for kind in ("merge", "split", "joint") if chain.proposed[kind])
         print(f"  proposals {k * length}-{(k + 1) * length}: mean {mean:.2f} dB, "
               f"{chain.n} ellipses at the end, log-likelihood {truth_l - chain.log_l:.1f} "
               f"below the phantom's ({time.perf_counter() - t0:.0f} s)"

@@ -187,11 +187,13 @@ def test_bad_ladders_are_named(small_problem):
         P.geometric_ladder(3, 0.0)
 
 
-def _flat_posterior() -> P.EllipsePosterior:
-    """An 8 x 8 problem whose likelihood is flat (the target is the prior, 3 ellipses on
-    average), with data that ask for large values (so fitted values must be corrected)."""
-    data = 0.3 + 0.1 * np.random.default_rng(1).random(64)
-    post = P.EllipsePosterior(sp.eye(64), (8, 8), data, 0.5, P.EllipsePrior(mean_count=3.0))
+def _flat_posterior(n: int = 8, noise: float = 0.5) -> P.EllipsePosterior:
+    """An n x n problem whose likelihood is flat (the target is the prior, 3 ellipses on
+    average), with data that ask for large values (so fitted values must be corrected);
+    ``noise`` sets the widths of the fitted values."""
+    data = 0.3 + 0.1 * np.random.default_rng(1).random(n * n)
+    post = P.EllipsePosterior(sp.eye(n * n), (n, n), data, noise,
+                              P.EllipsePrior(mean_count=3.0))
     post.log_likelihood = lambda p: 0.0
     return post
 
@@ -427,3 +429,103 @@ def test_merges_and_splits_leave_the_target_unchanged():
         P.ReversibleJump(post, np.random.default_rng(0), birth=0.3, death=0.3, merge=0.3)
     with pytest.raises(ValueError, match="fitted values"):
         P.ReversibleJump(post, np.random.default_rng(0), merge=0.1, fitted=False)
+
+
+def _joint_chain(post, marks, beta, seed=0):
+    """A chain with joint moves, a guide and a library: every term of their ratios counts."""
+    guide = np.abs(post.columns.T @ post.data).reshape(post.shape)  # the back-projection
+    library = C.EllipseLibrary(np.array([[0.2, 0.15, 0.0, 0.05, 0.7],
+                                         [0.25, 0.15, 0.05, 0.1, 1.0]]))
+    chain = P.ReversibleJump(post, np.random.default_rng(seed), marks, guide=guide,
+                             library=library, joint=0.5)
+    chain.beta = beta
+    return chain
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.3])
+def test_a_joint_birth_and_the_death_that_undoes_it_have_reciprocal_ratios(beta):
+    # Detailed balance: the log acceptance ratio of a birth that redraws its
+    # neighbours' values and that of the death which gives the old values back
+    # sum to 0. Both come from `_joint_log_ratio`, so this checks that a move and
+    # its reverse see the same neighbours, the same rest of A x and the same laws;
+    # the densities themselves are checked against the prior below.
+    post, marks = _overlapping_problem()
+    rng = np.random.default_rng(4)
+    for trial in range(10):
+        chain = _joint_chain(post, marks, beta, seed=trial)
+        new = np.array([0.0, 0.2, 0.15, 0.0, 0.05, 0.7]) + 0.02 * rng.standard_normal(6)
+        near = chain._neighbours(new, None)
+        assert near.size >= 2  # so that the neighbours' values matter
+        idx = P.footprint(new, post.shape)
+        unit = post.projection(idx, 1.0)
+        plan = chain._joint_plan(None, unit, near)
+        drawn = chain._draw_joint(plan["after"])
+        new[0] = drawn[-1]
+        birth, p_new, log_l = chain._joint_log_ratio(
+            None, new, unit, near, drawn[:-1], plan, chain._birth_terms(new, chain.n))
+        born = np.vstack([marks, new])
+        born[near, 0] = drawn[:-1]
+        back = _joint_chain(post, born, beta)
+        assert back.log_l == pytest.approx(log_l, abs=1e-6)
+        k = back.n - 1
+        assert np.array_equal(back._joint_neighbours(k, None), near)
+        back_plan = back._joint_plan(k, None, near)
+        death, p_back, _ = back._joint_log_ratio(
+            k, None, None, near, marks[near, 0], back_plan,
+            -back._birth_terms(back.marks[k], back.n - 1))
+        np.testing.assert_allclose(p_back, chain.p, atol=1e-9)
+        np.testing.assert_allclose(p_new, back.p, atol=1e-9)
+        assert birth + death == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.3])
+def test_a_joint_update_and_its_reverse_have_reciprocal_ratios(beta):
+    post, marks = _overlapping_problem()
+    rng = np.random.default_rng(5)
+    for trial in range(12):
+        chain = _joint_chain(post, marks, beta, seed=trial)
+        k = trial % 4
+        old = chain.marks[k].copy()
+        new = old + np.r_[0.0, 0.03 * rng.standard_normal(5)]
+        if k == 3:  # far from the others: a step that brings it among them
+            new[3:5] = [0.0, -0.1]
+        near = chain._joint_neighbours(k, new)
+        assert near.size >= 2
+        idx = P.footprint(new, post.shape)
+        unit = chain._moved_projection(chain.prints[k], chain.units[k], idx)
+        plan = chain._joint_plan(k, unit, near)
+        drawn = chain._draw_joint(plan["after"])
+        new[0] = drawn[-1]
+        forward, _, log_l = chain._joint_log_ratio(k, new, unit, near, drawn[:-1], plan, 0.0)
+        moved = marks.copy()
+        moved[k], moved[near, 0] = new, drawn[:-1]
+        back = _joint_chain(post, moved, beta)
+        assert back.log_l == pytest.approx(log_l, abs=1e-6)
+        assert np.array_equal(back._joint_neighbours(k, old), near)
+        back_plan = back._joint_plan(k, chain.units[k], near)
+        reverse, p_back, _ = back._joint_log_ratio(k, old, chain.units[k], near,
+                                                   marks[near, 0], back_plan, 0.0)
+        np.testing.assert_allclose(p_back, chain.p, atol=1e-9)
+        assert forward + reverse == pytest.approx(0.0, abs=1e-6)
+
+
+def test_joint_moves_leave_the_target_unchanged():
+    # With a flat likelihood the target is the prior: the count stays Poisson(3)
+    # and the marks keep the prior's law when nearly every move redraws the
+    # neighbours' values around their fit to data that ask for large values. (On
+    # a finer grid than the other tests': on 8 x 8 pixels two small ellipses
+    # often cover the same pixels, and only plain moves change such a pair; with
+    # wider fitted values, so that large ellipses get the prior's small values.)
+    post = _flat_posterior(24, 4.0)
+    chain = P.ReversibleJump(post, np.random.default_rng(3), birth=0.35, death=0.25, joint=0.9)
+    counts, marks = _held(chain, 100_000)
+    assert np.mean(counts) == pytest.approx(3.0, abs=0.3)
+    assert np.var(counts) == pytest.approx(3.0, abs=0.5)
+    assert np.mean(marks[:, 1:3]) == pytest.approx(0.2, abs=0.025)
+    assert np.mean(marks[:, 0] > 0) == pytest.approx(0.5, abs=0.06)
+    assert np.mean(np.abs(marks[:, 0])) == pytest.approx(0.1, rel=0.15)
+    assert chain.accepted["joint"] > 5000
+    with pytest.raises(ValueError, match="joint"):
+        P.ReversibleJump(post, np.random.default_rng(0), joint=1.0)
+    with pytest.raises(ValueError, match="fitted values"):
+        P.ReversibleJump(post, np.random.default_rng(0), joint=0.5, fitted=False)

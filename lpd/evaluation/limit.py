@@ -75,6 +75,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The pilot's images with chains four times as long: what longer chains give (~1 h).
     "long": {**_DEFAULT, "n": 3, "chains": {**_CHAINS, "n_steps": 2_400_000,
                                              "burn_in": 1_200_000, "thin": 80}},
+    # The pilot with half the births, deaths and updates joint (the neighbours' values
+    # redrawn with the changed ellipse's): what they give at equal proposals (~35 min).
+    "joint": {**_DEFAULT, "n": 3, "chains": {**_CHAINS, "joint": 0.5}},
     "quick": {"setup": "ellipses_small", "n": 2, "seed": 2018, "test_seed": 2017,
               "methods": ("fbp",), "weights": None,
               "chains": {"n_chains": 2, "n_steps": 3000, "burn_in": 1000, "thin": 5,
@@ -318,7 +321,11 @@ def _markdown(rows: list[dict], meta: dict) -> str:
              f"Set-up `{meta['setup']}`; Shepp-Logan and {meta['held_out']}. The conditional "
              f"mean is the pooled mean of {chains['n_chains']} reversible-jump chains per "
              f"image ({chains['n_steps']} proposals each, the first {chains['burn_in']} "
-             "discarded), each started from `greedy_start` with its own seed"
+             "discarded"
+             + (f"; {chains['joint']:.0%} of the births, deaths and updates joint, redrawing "
+                "the values of the changed ellipse's neighbours with its own"
+                if chains.get("joint") else "")
+             + "), each started from `greedy_start` with its own seed"
              + (f" (fitting the {meta['target']} reconstruction first)" if meta["target"]
                 else "") + ". Normalised "
              "error: `E||A(y) - x||^2 / E||E[x|y] - x||^2`; the seed's figures from Adler & "

@@ -247,6 +247,14 @@ class ReversibleJump:
       two overlapping ellipses for one, which a death alone rarely does when the
       two share the data between them.
 
+    - A *joint* birth, death or update (a share ``joint`` of each) also redraws
+      the values of the ellipses that meet the changed one (their bounding
+      circles meet its old or new one), jointly with its own value, around their
+      least-squares fit given the shapes (`_joint_law`). Overlapping ellipses
+      share the data between them, so their values are strongly correlated: one
+      at a time they move in small steps, and an ellipse that others stand in
+      for can neither appear nor go without them giving way at once.
+
     With ``fitted=False``, or for a `DiscretePrior`, births draw the whole mark
     from the prior and updates are random-walk steps of one mark (an independent
     draw from the prior for the discrete one).
@@ -285,6 +293,14 @@ class ReversibleJump:
         The probability of proposing a merge, and that of a split (0: neither).
     merge_scale : float
         The shape steps of merges and splits, in units of ``steps``.
+    joint : float
+        The share of births, deaths and updates that are joint moves (0: none),
+        below 1: the plain moves reach the states that joint ones cannot change
+        (neighbours whose projections are linearly dependent, so that their
+        values have no joint fit).
+    joint_spread : float
+        ``spread`` of the joint moves' values: 1, the width of their law given the
+        shapes, since a wider draw of many values at once is seldom accepted.
     probes : int
         Number of fixed random linear functionals of the image traced at every
         kept sample (`run`), for the convergence diagnostics of the image.
@@ -295,20 +311,23 @@ class ReversibleJump:
                  death: float = 0.2, guide=None, prior_births: float = 0.5,
                  library: EllipseLibrary | None = None, library_births: float = 0.5,
                  library_switches: float = 0.1, fitted: bool = True, spread: float = 1.5,
-                 merge: float = 0.0, merge_scale: float = 3.0, probes: int = 4):
+                 merge: float = 0.0, merge_scale: float = 3.0, joint: float = 0.0,
+                 joint_spread: float = 1.0, probes: int = 4):
         self.post = posterior
         self.rng = rng
         self.steps = np.asarray(steps, dtype=np.float64)
         self.p_birth, self.p_death = float(birth), float(death)
         if not (0 < self.p_birth and 0 < self.p_death and self.p_birth + self.p_death <= 1):
             raise ValueError(f"birth and death must be > 0 with a sum <= 1, got {birth}, {death}")
-        if not (math.isfinite(spread) and spread > 0):
-            raise ValueError(f"spread must be finite and > 0, got {spread}")
+        for name, value in (("spread", spread), ("joint_spread", joint_spread)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {value}")
         # The noise level of the data sets the width of the fitted values: a
         # constant, so that a proposal and its reverse use the same one.
         sigma = posterior.relative_std * float(np.mean(np.abs(posterior.data)))
         self.fitted = bool(fitted) and not posterior.prior.discrete and sigma > 0
         self.value_width = float(spread) * sigma
+        self.joint_width = float(joint_spread) * sigma
         self.p_merge = float(merge)
         if not (0 <= self.p_merge and self.p_birth + self.p_death + 2 * self.p_merge <= 1):
             raise ValueError(f"merge must be >= 0 with birth + death + 2 merge <= 1, got "
@@ -319,6 +338,12 @@ class ReversibleJump:
         if not (math.isfinite(merge_scale) and merge_scale > 0):
             raise ValueError(f"merge_scale must be finite and > 0, got {merge_scale}")
         self.merge_steps = float(merge_scale) * self.steps[1:]
+        self.p_joint = float(joint)
+        if not 0 <= self.p_joint < 1:
+            raise ValueError(f"joint must be in [0, 1), got {joint}")
+        if self.p_joint > 0 and not self.fitted:
+            raise ValueError("joint moves need fitted values (the continuous EllipsePrior, "
+                             "fitted=True and data that are not all zero)")
         self.beta = 1.0  # the power of the likelihood (< 1 while a run anneals)
         self._set_guide(guide, prior_births)
         self._set_library(library, library_births, library_switches)
@@ -336,7 +361,8 @@ class ReversibleJump:
             idx = footprint(mark, posterior.shape)
             self._insert(mark, idx, posterior.projection(idx, 1.0))
         self.log_l = posterior.log_likelihood(self.p)
-        self.accepted = {"birth": 0, "death": 0, "update": 0, "merge": 0, "split": 0}
+        self.accepted = {"birth": 0, "death": 0, "update": 0, "merge": 0, "split": 0,
+                         "joint": 0}
         self.proposed = dict(self.accepted)
 
     # -- the guide -------------------------------------------------------------
@@ -485,14 +511,18 @@ class ReversibleJump:
     def step(self) -> None:
         """One proposal: a birth, a death or an update, accepted or not."""
         u = self.rng.random()
-        if u < self.p_birth:
+        merges = u >= self.p_birth + self.p_death
+        if merges and u < self.p_birth + self.p_death + self.p_merge:
+            self._merge()
+        elif merges and u < self.p_birth + self.p_death + 2 * self.p_merge:
+            self._split()
+        elif self.p_joint > 0 and self.rng.random() < self.p_joint:
+            self._joint_move("birth" if u < self.p_birth else
+                             "death" if u < self.p_birth + self.p_death else "update")
+        elif u < self.p_birth:
             self._birth()
         elif u < self.p_birth + self.p_death:
             self._death()
-        elif u < self.p_birth + self.p_death + self.p_merge:
-            self._merge()
-        elif u < self.p_birth + self.p_death + 2 * self.p_merge:
-            self._split()
         else:
             self._update()
 
@@ -601,30 +631,60 @@ class ReversibleJump:
 
     # -- merges and splits --------------------------------------------------------
 
-    def _pair_law(self, first: np.ndarray, second: np.ndarray, base: np.ndarray):
-        """Mean and Gram matrix of the joint least-squares fit of two values on ``base``.
+    def _joint_law(self, units, base: np.ndarray, width: float | None = None):
+        """The law of the joint draw of the values of the ellipses whose projections are ``units``.
 
-        The pair is drawn as ``N(mean, value_width^2 G^-1)``; ``None`` where the two
-        projections are (nearly) parallel or one is zero, so that no fit is defined.
+        Those values are drawn jointly as ``N(mean, width^2 G^-1)``, ``G``
+        the Gram matrix of ``units`` and ``mean`` their least-squares fit to the
+        data less ``base`` (the rest of ``A x``) and ``width`` by default
+        ``value_width``: the law of the values given the shapes when ``width`` is
+        the noise level of the data. A shape whose projection is zero
+        (it covers no pixel centre) leaves the data unchanged: its value comes
+        from the prior, as in `_value_law`. Returns ``(mean, gram, lower, free, width)``
+        (``lower`` the Cholesky factor of ``G``, ``free`` the mask of the fitted
+        values), or ``None`` where the fit is not defined: a projection (nearly)
+        in the span of the others (less than ``1e-9`` of its squared norm
+        outside it).
         """
-        units = np.stack([first, second])
-        gram = units @ units.T
-        det = gram[0, 0] * gram[1, 1] - gram[0, 1] ** 2
-        if not det > 1e-9 * gram[0, 0] * gram[1, 1]:
+        units = np.asarray(units, dtype=np.float64).reshape(-1, self.post.data.size)
+        return self._gaussian_law(units @ units.T, units @ (self.post.data - base), width)
+
+    def _gaussian_law(self, gram: np.ndarray, rhs: np.ndarray, width: float | None = None):
+        """`_joint_law` from the Gram matrix of the projections and their products with the data
+        less the rest."""
+        width = self.value_width if width is None else float(width)
+        free = np.diag(gram) > 0
+        gram = gram[np.ix_(free, free)]
+        if len(gram) == 0:
+            return np.zeros(0), gram, gram, free, width
+        try:
+            lower = np.linalg.cholesky(gram)
+        except np.linalg.LinAlgError:
             return None
-        return np.linalg.solve(gram, units @ (self.post.data - base)), gram
+        if not np.all(np.diag(lower) ** 2 > 1e-9 * np.diag(gram)):
+            return None
+        return np.linalg.solve(gram, rhs[free]), gram, lower, free, width
 
-    def _draw_pair(self, law) -> np.ndarray:
-        mean, gram = law
-        lower = np.linalg.cholesky(gram)
-        return mean + self.value_width * np.linalg.solve(lower.T, self.rng.standard_normal(2))
+    def _draw_joint(self, law) -> np.ndarray:
+        mean, _, lower, free, width = law
+        values = np.empty(free.size)
+        values[~free] = [self.post.prior.sample_mark(self.rng)[0] for _ in range(np.sum(~free))]
+        if mean.size:
+            values[free] = mean + width * np.linalg.solve(
+                lower.T, self.rng.standard_normal(mean.size))
+        return values
 
-    def _log_pair_density(self, values: np.ndarray, law) -> float:
-        mean, gram = law
-        d = values - mean
-        w2 = self.value_width ** 2
-        return float(-0.5 * d @ gram @ d / w2 - math.log(2 * math.pi * w2)
-                     + 0.5 * math.log(np.linalg.det(gram)))
+    def _log_joint_density(self, values: np.ndarray, law) -> float:
+        mean, gram, lower, free, width = law
+        values = np.asarray(values, dtype=np.float64)
+        log_prior = sum(self.post.prior.log_value_density(v) for v in values[~free])
+        if mean.size == 0:
+            return log_prior
+        d = values[free] - mean
+        w2 = width ** 2
+        return float(log_prior - 0.5 * d @ gram @ d / w2
+                     - 0.5 * mean.size * math.log(2 * math.pi * w2)
+                     + np.sum(np.log(np.diag(lower))))
 
     def _log_normal(self, value: float, law) -> float:
         mean, width = law
@@ -647,12 +707,15 @@ class ReversibleJump:
         """Whether two ellipses' bounding circles meet (they are neighbours)."""
         return math.hypot(a[3] - b[3], a[4] - b[4]) < max(a[1], a[2]) + max(b[1], b[2])
 
-    def _neighbours(self, mark: np.ndarray, skip: int) -> np.ndarray:
+    def _neighbours(self, mark: np.ndarray, skip: int | None) -> np.ndarray:
         """The indices of the chain's ellipses other than ``skip`` that meet ``mark``."""
+        if not self.marks:
+            return np.zeros(0, dtype=np.int64)
         marks = np.array(self.marks)
         reach = np.maximum(marks[:, 1], marks[:, 2]) + max(mark[1], mark[2])
         near = np.hypot(marks[:, 3] - mark[3], marks[:, 4] - mark[4]) < reach
-        near[skip] = False
+        if skip is not None:
+            near[skip] = False
         return np.flatnonzero(near)
 
     def _shape_step(self, mark: np.ndarray) -> np.ndarray:
@@ -694,7 +757,7 @@ class ReversibleJump:
         unit = self._moved_projection(self.prints[i], self.units[i], idx)
         rest = self.p - self.marks[i][0] * self.units[i] - self.marks[j][0] * self.units[j]
         law = self._value_law(unit, rest)
-        pair = self._pair_law(self.units[i], self.units[j], rest)
+        pair = self._joint_law([self.units[i], self.units[j]], rest)
         if law is None or pair is None:
             return None
         return {"idx": idx, "unit": unit, "rest": rest, "law": law, "pair": pair}
@@ -713,7 +776,7 @@ class ReversibleJump:
                      - math.log(prior.mean_count)
                      + math.log(n / (n - 1)) + math.log(near)
                      + self._log_split_shape(second, new)
-                     + self._log_pair_density(np.array([first[0], second[0]]), plan["pair"])
+                     + self._log_joint_density(np.array([first[0], second[0]]), plan["pair"])
                      - self._log_normal(new[0], plan["law"]))
         return log_ratio, p_new, log_l
 
@@ -729,7 +792,7 @@ class ReversibleJump:
         plan = self._split_plan(i, moved, other)
         if plan is None:
             return
-        moved[0], other[0] = self._draw_pair(plan["pair"])
+        moved[0], other[0] = self._draw_joint(plan["pair"])
         log_ratio, p_new, log_l = self._split_log_ratio(i, moved, other, plan)
         if math.isfinite(log_ratio) and self._accept(log_ratio):
             self._change(self.prints[i], -old[0])
@@ -752,7 +815,7 @@ class ReversibleJump:
         other_unit = self.post.projection(other_idx, 1.0)
         rest = self.p - self.marks[i][0] * self.units[i]
         law = self._value_law(self.units[i], rest)
-        pair = self._pair_law(unit, other_unit, rest)
+        pair = self._joint_law([unit, other_unit], rest)
         if law is None or pair is None:
             return None
         return {"idx": idx, "unit": unit, "other_idx": other_idx, "other_unit": other_unit,
@@ -770,9 +833,165 @@ class ReversibleJump:
                      + math.log(prior.mean_count)
                      + math.log(n / (n + 1)) - math.log(near)
                      - self._log_split_shape(other, old)
-                     - self._log_pair_density(np.array([moved[0], other[0]]), plan["pair"])
+                     - self._log_joint_density(np.array([moved[0], other[0]]), plan["pair"])
                      + self._log_normal(old[0], plan["law"]))
         return log_ratio, p_new, log_l
+
+    # -- joint moves ------------------------------------------------------------------
+
+    def _birth_terms(self, mark: np.ndarray, n: int) -> float:
+        """``log`` of a birth's ratio from ``n`` ellipses but for the likelihood and the marks.
+
+        The count's prior, the chances of proposing the birth and its reverse
+        death, and the shape's proposal density; a death's is its negative from
+        ``n - 1``.
+        """
+        prior = self.post.prior
+        return (math.log(prior.mean_count / (n + 1)) + math.log(self.p_death / self.p_birth)
+                + self._log_shape_correction(mark) - prior.log_shape_density(mark))
+
+    def _joint_move(self, kind: str) -> None:
+        """A birth, death or update that also redraws the values of its neighbours."""
+        self.proposed[kind] += 1
+        self.proposed["joint"] += 1
+        prior = self.post.prior
+        if kind == "birth":
+            k, new, terms = None, self._propose_shape(), 0.0
+            if prior.log_shape_density(new) == -math.inf:
+                return
+            near = self._neighbours(new, None)
+        elif self.n == 0:
+            return
+        else:
+            k = int(self.rng.integers(self.n))
+            new, terms = None, 0.0
+            if kind == "update":
+                new, terms = self._shape_proposal(self.marks[k])
+                if new is None:
+                    return
+            near = self._joint_neighbours(k, new)
+        idx = unit = None
+        if new is not None:
+            same = k is not None and np.array_equal(new[1:], self.marks[k][1:])
+            idx = self.prints[k] if same else footprint(new, self.post.shape)
+            unit = (self.units[k] if same else self.post.projection(idx, 1.0) if k is None
+                    else self._moved_projection(self.prints[k], self.units[k], idx))
+        plan = self._joint_plan(k, unit, near)
+        if plan is None:
+            return
+        drawn = self._draw_joint(plan["after"])
+        values = drawn[:near.size]
+        if new is not None:
+            new[0] = drawn[-1]
+        if kind == "birth":
+            terms = self._birth_terms(new, self.n)
+        elif kind == "death":
+            terms = -self._birth_terms(self.marks[k], self.n - 1)
+        log_ratio, p_new, log_l = self._joint_log_ratio(k, new, unit, near, values, plan, terms)
+        if math.isfinite(log_ratio) and self._accept(log_ratio):
+            self._apply_joint(k, new, idx, unit, near, values)
+            self.p, self.log_l = p_new, log_l
+            self.accepted[kind] += 1
+            self.accepted["joint"] += 1
+
+    def _joint_neighbours(self, k: int, new: np.ndarray | None) -> np.ndarray:
+        """The neighbours whose values a joint death (``new`` None) or update of ``k`` redraws.
+
+        For an update, those of the old shape and of the new one: the same set for
+        the move and its reverse.
+        """
+        near = self._neighbours(self.marks[k], k)
+        return near if new is None else np.union1d(near, self._neighbours(new, k))
+
+    def _shape_proposal(self, old: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """An update's new shape for ``old`` and its ``log`` proposal ratio (reverse over forward).
+
+        A random-walk step of one shape mark (symmetric) or, for the value mark, the
+        same shape; a share ``library_switches`` draws the shape from the library.
+        ``None`` outside the prior's support.
+        """
+        new = old.copy()
+        terms = 0.0
+        if self.library is not None and self.rng.random() < self.library_switches:
+            new[1:] = self.library.sample(self.rng)
+            terms = self.library.log_density(old[1:]) - self.library.log_density(new[1:])
+        else:
+            j = int(self.rng.integers(6))
+            if j > 0:
+                new[j] += self.steps[j] * self.rng.standard_normal()
+                new[5] %= 2 * math.pi
+        if self.post.prior.log_shape_density(new) == -math.inf or not math.isfinite(terms):
+            return None, 0.0
+        return new, terms
+
+    def _joint_plan(self, k: int | None, unit, near: np.ndarray) -> dict | None:
+        """The laws of a joint move's values: after it (``near``'s and the new shape's) and before.
+
+        ``k``: the changed ellipse (``None`` for a birth); ``unit``: the new
+        shape's projection (``None`` for a death). Both laws are fitted on the
+        same rest of ``A x`` (all other ellipses), so the reverse move redraws the
+        old values from the law before. ``None`` where either is not defined.
+        """
+        stacked = np.array([self.units[i] for i in near]).reshape(-1, self.p.size)
+        rest = self.p - np.array([self.marks[i][0] for i in near]) @ stacked
+        if k is not None:
+            rest = rest - self.marks[k][0] * self.units[k]
+        residual = self.post.data - rest
+        gram, rhs = stacked @ stacked.T, stacked @ residual
+
+        def law(extra):  # of the neighbours' values and, if any, ``extra``'s
+            if extra is None:
+                return self._gaussian_law(gram, rhs, self.joint_width)
+            cross = stacked @ extra
+            full = np.block([[gram, cross[:, None]], [cross[None], np.array([[extra @ extra]])]])
+            return self._gaussian_law(full, np.append(rhs, extra @ residual), self.joint_width)
+
+        after, before = law(unit), law(None if k is None else self.units[k])
+        if after is None or before is None:
+            return None
+        return {"rest": rest, "stacked": stacked, "after": after, "before": before}
+
+    def _joint_log_ratio(self, k: int | None, new: np.ndarray | None, unit, near: np.ndarray,
+                         values: np.ndarray, plan: dict, terms: float):
+        """``log`` of a joint move's acceptance ratio; ``A x`` and ``log L`` after it.
+
+        ``values``: the neighbours' new values (``new[0]`` the changed one's);
+        ``terms``: the move's own part (`_birth_terms`, or an update's shape proposal ratio).
+        """
+        prior = self.post.prior
+        p_new = plan["rest"] + np.asarray(values) @ plan["stacked"]
+        log_marks = sum(prior.log_value_density(v) - prior.log_value_density(self.marks[i][0])
+                        for i, v in zip(near, values, strict=True))
+        before = np.array([self.marks[i][0] for i in near])
+        after = np.asarray(values, dtype=np.float64)
+        if new is not None:
+            p_new = p_new + new[0] * unit
+            log_marks += prior.log_mark_density(new)
+            after = np.append(after, new[0])
+        if k is not None:
+            log_marks -= prior.log_mark_density(self.marks[k])
+            before = np.append(before, self.marks[k][0])
+        log_l = self.post.log_likelihood(p_new)
+        log_ratio = (self.beta * (log_l - self.log_l) + log_marks + terms
+                     + self._log_joint_density(before, plan["before"])
+                     - self._log_joint_density(after, plan["after"]))
+        return log_ratio, p_new, log_l
+
+    def _apply_joint(self, k, new, idx, unit, near, values) -> None:
+        for i, v in zip(near, values, strict=True):
+            mark = self.marks[i].copy()
+            self._change(self.prints[i], v - mark[0])
+            mark[0] = v
+            self.marks[i] = mark
+        if k is None:
+            self._insert(new, idx, unit)
+            return
+        self._change(self.prints[k], -self.marks[k][0])
+        if new is None:
+            del self.marks[k], self.prints[k], self.units[k]
+        else:
+            self._change(idx, new[0])
+            self.marks[k], self.prints[k], self.units[k] = new, idx, unit
 
     def run(self, n_steps: int, burn_in: int = 0, thin: int = 1, *, anneal: int = 0,
             beta_start: float = 1e-3, after_step: Callable[[int], Any] | None = None) -> dict:
