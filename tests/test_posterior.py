@@ -442,6 +442,17 @@ def _joint_chain(post, marks, beta, seed=0):
     return chain
 
 
+def _joint_proposal(chain, k, new, unit, near, terms):
+    """A joint move's values drawn as the chain draws them (``new[0]`` set), its log ratio,
+    and ``A x`` and ``log L`` after it."""
+    plan = chain._joint_plan(k, unit, near)
+    drawn = chain._draw_joint(plan["after"])
+    new[0] = drawn[-1]
+    terms = chain._birth_terms(new, chain.n) if terms is None else terms
+    ratio, p_new, log_l = chain._joint_log_ratio(k, new, unit, near, drawn[:-1], plan, terms)
+    return ratio, drawn[:-1], p_new, log_l
+
+
 @pytest.mark.parametrize("beta", [1.0, 0.3])
 def test_a_joint_birth_and_the_death_that_undoes_it_have_reciprocal_ratios(beta):
     # Detailed balance: the log acceptance ratio of a birth that redraws its
@@ -456,15 +467,10 @@ def test_a_joint_birth_and_the_death_that_undoes_it_have_reciprocal_ratios(beta)
         new = np.array([0.0, 0.2, 0.15, 0.0, 0.05, 0.7]) + 0.02 * rng.standard_normal(6)
         near = chain._neighbours(new, None)
         assert near.size >= 2  # so that the neighbours' values matter
-        idx = P.footprint(new, post.shape)
-        unit = post.projection(idx, 1.0)
-        plan = chain._joint_plan(None, unit, near)
-        drawn = chain._draw_joint(plan["after"])
-        new[0] = drawn[-1]
-        birth, p_new, log_l = chain._joint_log_ratio(
-            None, new, unit, near, drawn[:-1], plan, chain._birth_terms(new, chain.n))
+        unit = post.projection(P.footprint(new, post.shape), 1.0)
+        birth, values, p_new, log_l = _joint_proposal(chain, None, new, unit, near, None)
         born = np.vstack([marks, new])
-        born[near, 0] = drawn[:-1]
+        born[near, 0] = values
         back = _joint_chain(post, born, beta)
         assert back.log_l == pytest.approx(log_l, abs=1e-6)
         k = back.n - 1
@@ -493,12 +499,9 @@ def test_a_joint_update_and_its_reverse_have_reciprocal_ratios(beta):
         assert near.size >= 2
         idx = P.footprint(new, post.shape)
         unit = chain._moved_projection(chain.prints[k], chain.units[k], idx)
-        plan = chain._joint_plan(k, unit, near)
-        drawn = chain._draw_joint(plan["after"])
-        new[0] = drawn[-1]
-        forward, _, log_l = chain._joint_log_ratio(k, new, unit, near, drawn[:-1], plan, 0.0)
+        forward, values, _, log_l = _joint_proposal(chain, k, new, unit, near, 0.0)
         moved = marks.copy()
-        moved[k], moved[near, 0] = new, drawn[:-1]
+        moved[k], moved[near, 0] = new, values
         back = _joint_chain(post, moved, beta)
         assert back.log_l == pytest.approx(log_l, abs=1e-6)
         assert np.array_equal(back._joint_neighbours(k, old), near)
