@@ -251,6 +251,11 @@ def test_fixed_set_is_bit_identical_and_not_a_training_sample(small):
     assert np.array_equal(images2, images)
     with pytest.raises(ValueError, match="n is required"):
         D.fixed_set(small, source)
+    # The phantoms' ellipses can be drawn again (the limit's planted chains start there).
+    for i in range(3):
+        params = phantoms.random_ellipse_params(D.fixed_image_rng(0, i))
+        assert np.array_equal(phantoms.ellipses_to_image(params, (64, 64)).astype(np.float32),
+                              images[i])
 
 
 def test_pipeline_rejects_mismatched_source_and_bad_arguments(small):

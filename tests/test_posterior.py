@@ -80,6 +80,35 @@ def test_the_chains_mean_is_the_exact_posterior_mean(small_problem):
         assert chain.accepted["birth"] > 10 and chain.accepted["death"] > 10
 
 
+def test_a_chain_planted_at_a_posterior_draw_measures_the_conditional_means_error(
+        small_problem):
+    # Given the data, the phantom is a draw from the posterior, so a chain started at
+    # it is in equilibrium: half its mean squared distance from its start is, on
+    # average over such starts, E||x - E[x|y]||^2, the conditional mean's error.
+    exact = P.exact_posterior(small_problem)
+    weights, images = exact["weights"], exact["images"]
+    assert weights.sum() == pytest.approx(1.0) and len(exact["marks"]) == 1 + 4 + 16
+    mean = np.tensordot(weights, images, axes=1)
+    np.testing.assert_array_equal(mean, P.exact_posterior_mean(small_problem))
+    mmse = float(np.tensordot(weights, ((images - mean) ** 2).sum(axis=(1, 2)), axes=1))
+    rng = np.random.default_rng(0)
+    halves = []
+    for r in range(40):
+        k = int(rng.choice(len(weights), p=weights))
+        chain = P.ReversibleJump(small_problem, np.random.default_rng(100 + r),
+                                 exact["marks"][k])
+        halves.append(P.start_distance(chain.run(1_000, burn_in=200), images[k]) / 2)
+    assert np.mean(halves) == pytest.approx(mmse, rel=0.25)
+    # From the most probable configuration instead (not a draw), it is another number.
+    mode = int(np.argmax(weights))
+    chain = P.ReversibleJump(small_problem, np.random.default_rng(1), exact["marks"][mode])
+    result = chain.run(20_000, burn_in=200)
+    expected = mmse + float(np.sum((mean - images[mode]) ** 2))
+    assert P.start_distance(result, images[mode]) == pytest.approx(expected, rel=0.1)
+    with pytest.raises(ValueError, match="start of shape"):
+        P.start_distance(result, np.zeros((4, 4)))
+
+
 def test_bad_inputs_are_named(small_problem):
     with pytest.raises(ValueError, match="does not map the grid"):
         P.EllipsePosterior(sp.eye(10), (4, 4), np.zeros(10), 0.05, P.EllipsePrior())

@@ -65,6 +65,7 @@ __all__ = [
     "symmetry",
     "measured_pairs",
     "fixed_set",
+    "fixed_image_rng",
 ]
 
 
@@ -682,6 +683,16 @@ def measured_pairs(pairs, batch_size: int, seed: int, *, start: int = 0,
                           num_parallel_calls, None, "lpd_measured_pairs")
 
 
+def fixed_image_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator that `fixed_set` draws sample ``index``'s random phantom from.
+
+    With it the phantom's parameters can be drawn again, e.g.
+    ``phantoms.random_ellipse_params(fixed_image_rng(seed, i))`` for the ellipses of
+    sample ``i`` of ``fixed_set(setup, RandomPhantoms("ellipses", shape), n, seed)``.
+    """
+    return _rng(_check_seed(seed), _FIXED_IMAGE, int(index))
+
+
 def fixed_set(setup: Setup | str, source: ImageSource, n: int | None = None, seed: int = 0, *,
               noise: GaussianNoise | PoissonNoise | None = None,
               post_log: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -728,7 +739,7 @@ def fixed_set(setup: Setup | str, source: ImageSource, n: int | None = None, see
     if source.is_finite:
         images = np.stack([source[i % len(source)] for i in range(n)])
     else:
-        images = np.stack([source.generate(_rng(seed, _FIXED_IMAGE, i)) for i in range(n)])
+        images = np.stack([source.generate(fixed_image_rng(seed, i)) for i in range(n)])
     rngs = [_rng(seed, _FIXED_NOISE, i) for i in range(n)]
     data = simulate(setup, images, rngs, noise=noise, post_log=post_log)
     return data, images

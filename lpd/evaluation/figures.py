@@ -17,7 +17,7 @@ import numpy as np
 from lpd.io import atomic_write
 
 __all__ = ["reconstruction_figure", "training_curves_figure", "mask_figure", "grid_figure",
-           "error_scale", "curves_figure", "posterior_figure"]
+           "error_scale", "curves_figure", "posterior_figure", "bracket_figure"]
 
 
 def _pyplot():
@@ -276,4 +276,38 @@ def posterior_figure(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarra
             ax.set_xticks([])
             ax.set_yticks([])
         axes[i, 0].set_ylabel(label, fontsize=8)
+    return _save(fig, path, overwrite)
+
+
+def bracket_figure(labels: Sequence[str], low: Sequence[float], high: Sequence[float] | None,
+                   points: Mapping[str, Sequence[float]], path: str | os.PathLike, *,
+                   quantity: str = "PSNR (dB)", title: str = "",
+                   overwrite: bool = False) -> Path:
+    """Per case a bar from ``low`` to ``high`` (where an unknown lies) and a marker per method.
+
+    ``points`` maps a method's name to its value per case; ``high`` may be ``None``
+    (no upper end known): the bar then becomes a marker of ``low``.
+    """
+    plt = _pyplot()
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(labels) + 2.5), 3.6))
+    if high is not None:
+        ax.vlines(x, low, high, color="0.75", linewidth=7, zorder=1,
+                  label="the limit lies here (on average)")
+    ax.scatter(x, low, marker="_", s=140, color="k", zorder=3,
+               label="chains' mean (the limit's low end)" if high is not None
+               else "chains' mean")
+    if high is not None:
+        ax.scatter(x, high, marker="_", s=140, color="C3", zorder=3,
+                   label="planted bound (its high end)")
+    palette = [f"C{i}" for i in range(10) if i != 3]  # C3 marks the planted bound
+    for k, (name, values) in enumerate(points.items()):
+        ax.scatter(x, values, s=14, zorder=2, color=palette[k % len(palette)], label=name)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(quantity)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path, overwrite)

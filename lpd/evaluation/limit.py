@@ -23,11 +23,21 @@ chains' agreement (split R-hat of the log-likelihood and of every pixel) is
 reported beside the numbers: where the chains disagree the mean is not yet the
 conditional mean, and the table says so.
 
+On each held-out image ``planted`` more chains start at the phantom's own
+ellipses: given its data, a phantom of the prior is a draw from the posterior,
+so they are in equilibrium from their first step. The chains from the greedy
+starts are checked against them (the gap between their log-likelihoods, the
+R-hat over all the chains), and half their mean squared distance from the
+phantom bounds the conditional mean's error from below
+(`posterior.start_distance`), where the greedy chains' mean, an estimator,
+bounds it from above: the table gives each normalised error between the two.
+
 It writes ``results.csv`` (one row per method), ``results.md`` (the table, the
 seed's figures, the sampler's diagnostics), ``limit.png`` (ground truth, the
 conditional mean and each method with its error map, per shown image),
 ``posterior.png`` (ground truth, conditional mean, posterior standard deviation
-and error) and ``run.json``.
+and error), ``bracket.png`` (per held-out image, the interval in which the
+conditional mean's PSNR lies, and each method's) and ``run.json``.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -67,28 +78,31 @@ _CHAINS = {"n_chains": 2, "n_steps": 600_000, "burn_in": 300_000, "thin": 20,
 _DEFAULT = {"setup": "ellipses", "n": 20, "seed": 2018, "test_seed": 2017,
             "methods": ("fbp", "tv", "unet", "lgd", "lp", "lpd"), "chains": _CHAINS,
             "greedy": {"candidates": 200, "refine": 300}, "weights": "ellipses",
-            "target": "lpd", "detect": {}}
+            "target": "lpd", "detect": {}, "planted": 2}
 PRESETS: dict[str, dict[str, Any]] = {
     "default": _DEFAULT,
-    # The default's settings on 3 held-out images: a first look at the table in ~15 min.
+    # The default's settings on 3 held-out images: a first look at the table in ~25 min.
     "pilot": {**_DEFAULT, "n": 3},
-    # The pilot's images with chains four times as long: what longer chains give (~1 h).
+    # The pilot's images with chains four times as long: what longer chains give (~2 h).
     "long": {**_DEFAULT, "n": 3, "chains": {**_CHAINS, "n_steps": 2_400_000,
                                              "burn_in": 1_200_000, "thin": 80}},
     # The pilot with half the births, deaths and updates joint (the neighbours' values
-    # redrawn with the changed ellipse's): what they give at equal proposals (~35 min).
+    # redrawn with the changed ellipse's): what they give at equal proposals (~75 min).
     "joint": {**_DEFAULT, "n": 3, "chains": {**_CHAINS, "joint": 0.5}},
     "quick": {"setup": "ellipses_small", "n": 2, "seed": 2018, "test_seed": 2017,
               "methods": ("fbp",), "weights": None,
               "chains": {"n_chains": 2, "n_steps": 3000, "burn_in": 1000, "thin": 5,
                          "library_births": 0.3},
-              "greedy": {"candidates": 30, "refine": 30}, "target": None, "detect": {}},
+              "greedy": {"candidates": 30, "refine": 30}, "target": None, "detect": {},
+              "planted": 2},
 }
 
-_OUTPUTS = ("results.csv", "results.md", "limit.png", "posterior.png", "run.json")
+_OUTPUTS = ("results.csv", "results.md", "limit.png", "posterior.png", "bracket.png",
+            "run.json")
 _COLUMNS = ("method", "name", "psnr_held_out", "mse_held_out", "ratio_held_out",
-            "seed_ratio", "psnr_shepp_logan", "ratio_shepp_logan")
+            "ratio_held_out_at_most", "seed_ratio", "psnr_shepp_logan", "ratio_shepp_logan")
 _CONVERGED_RHAT = 1.1
+_PLANTED_STREAM = 1  # the planted chains' seeds: (seed, image, 1, chain)
 
 
 def _methods(keys: Sequence[str], setup, weights: str | None, log) -> dict[str, Any]:
@@ -114,15 +128,30 @@ def _methods(keys: Sequence[str], setup, weights: str | None, log) -> dict[str, 
     return out
 
 
-def _images(setup, settings) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _images(setup, settings) -> tuple[np.ndarray, np.ndarray, list[str], list]:
+    """Data, ground truths and labels: Shepp-Logan, then the held-out phantoms.
+
+    Also each image's ellipses (``None`` for Shepp-Logan, which is no draw from the
+    prior): the planted chains start there.
+    """
     shape = tuple(setup.space.shape)
     sl_data, sl = datasets.fixed_set(
         setup, datasets.ImageSet.from_array(phantoms.shepp_logan(shape)[None],
                                             name="shepp_logan"), seed=settings["test_seed"])
     data, images = datasets.fixed_set(setup, datasets.RandomPhantoms("ellipses", shape),
                                       settings["n"], seed=settings["seed"])
+    marks = []
+    for i, image in enumerate(images):
+        params = phantoms.random_ellipse_params(datasets.fixed_image_rng(settings["seed"], i))
+        if not np.array_equal(phantoms.ellipses_to_image(params, shape).astype(image.dtype),
+                              image):
+            raise RuntimeError(f"held-out phantom {i}: its ellipses, drawn again, do not give "
+                               "its image; lpd.data.pipelines.fixed_image_rng no longer "
+                               "matches fixed_set")
+        marks.append(params)
     labels = ["Shepp-Logan"] + [f"held-out {i}" for i in range(len(images))]
-    return np.concatenate([sl_data, data]), np.concatenate([sl, images]), labels
+    return (np.concatenate([sl_data, data]), np.concatenate([sl, images]), labels,
+            [None, *marks])
 
 
 def _greedy(post, seed, target, detected, greedy: dict) -> np.ndarray:
@@ -131,28 +160,62 @@ def _greedy(post, seed, target, detected, greedy: dict) -> np.ndarray:
                                   detected=detected, **greedy)
 
 
-def _conditional_mean(setup, data: np.ndarray, guide: np.ndarray, target, settings,
-                      index: int, jobs: int | None, log) -> dict:
+def _posterior(setup, data: np.ndarray, guide: np.ndarray, target, settings):
+    """The image's posterior and the shapes detected on the target (or the guide)."""
     post = posterior.EllipsePosterior(setup.numpy.matrix, tuple(setup.space.shape), data,
                                       setup.config.noise.relative_std,
                                       posterior.EllipsePrior())
-    chains = dict(settings["chains"])
-    t0 = time.perf_counter()
     detect = settings.get("detect")
     detected = (candidates.detect_ellipses(guide if target is None else target, **detect)
                 if detect is not None else np.zeros((0, 5)))
+    return post, detected
+
+
+def _sample(post, settings, n_chains: int, seed, guide, starts, detected, jobs, log) -> dict:
+    """``n_chains`` chains of the preset's settings from ``starts``."""
+    chains = dict(settings["chains"])
+    chains.pop("n_chains")
+    n_steps = chains.pop("n_steps")
+    births = chains.pop("library_births", 0.5)
     library = candidates.EllipseLibrary(detected) if len(detected) else None
+    return posterior.sample(post, n_chains, n_steps, **chains, seed=seed, guide=guide,
+                            starts=starts, jobs=jobs, log=log, library=library,
+                            library_births=births)
+
+
+def _conditional_mean(setup, data: np.ndarray, guide: np.ndarray, target, settings,
+                      index: int, jobs: int | None, log) -> dict:
+    t0 = time.perf_counter()
+    post, detected = _posterior(setup, data, guide, target, settings)
+    n_chains = settings["chains"]["n_chains"]
     starts = posterior.parallel_map(
         _greedy, [(post, [settings["seed"], index, c], target, detected, settings["greedy"])
-                  for c in range(chains["n_chains"])], jobs)
+                  for c in range(n_chains)], jobs)
     greedy_seconds = time.perf_counter() - t0
-    n_chains, n_steps = chains.pop("n_chains"), chains.pop("n_steps")
-    births = chains.pop("library_births", 0.5)
-    result = posterior.sample(post, n_chains, n_steps, **chains, seed=settings["seed"] + index,
-                              guide=guide, starts=starts, jobs=jobs, log=log, library=library,
-                              library_births=births)
+    result = _sample(post, settings, n_chains, settings["seed"] + index, guide, starts,
+                     detected, jobs, log)
     result["greedy_seconds"] = greedy_seconds
     result["start_counts"] = [len(s) for s in starts]
+    result["detected"] = len(detected)
+    return result
+
+
+def _planted(setup, data: np.ndarray, guide: np.ndarray, target, settings, index: int,
+             marks: np.ndarray, jobs: int | None, log) -> dict:
+    """Chains started at the phantom's own ellipses: a draw from its posterior.
+
+    They are in equilibrium from their first step, so their log-likelihood is
+    what the chains from the greedy starts should reach, and half their mean
+    squared distance from the phantom bounds the conditional mean's error from
+    below (`posterior.start_distance`).
+    """
+    post, detected = _posterior(setup, data, guide, target, settings)
+    n = int(settings["planted"])
+    result = _sample(post, settings, n, [settings["seed"], index, _PLANTED_STREAM], guide,
+                     [marks] * n, detected, jobs, log)
+    result["distance"] = posterior.start_distance(result, post.image(marks))
+    result["greedy_seconds"] = 0.0
+    result["start_counts"] = [len(marks)] * n
     result["detected"] = len(detected)
     return result
 
@@ -172,45 +235,110 @@ def _fingerprint(setup, settings: dict, index: int, data: np.ndarray, target) ->
                        "sha256": digest.hexdigest()}, sort_keys=True, default=str)
 
 
+def _planted_fingerprint(settings, fingerprint: str, marks: np.ndarray) -> str:
+    """The planted chains' fingerprint: the image's, their number and the phantom's ellipses."""
+    import hashlib
+
+    digest = hashlib.sha256(np.ascontiguousarray(marks, np.float64).tobytes()).hexdigest()
+    return json.dumps({"chains": json.loads(fingerprint), "planted": settings["planted"],
+                       "ellipses": digest}, sort_keys=True)
+
+
+def _db(squared_error: float, pixels: int) -> float:
+    """The PSNR (peak 1) of a summed squared error over ``pixels`` pixels."""
+    return 10 * math.log10(pixels / squared_error) if squared_error > 0 else math.inf
+
+
 def _cached_mean(cache: Path, fingerprint: str, compute: Callable[[], dict], log) -> dict:
     """An image's conditional mean from ``cache`` if it was sampled with these settings.
 
     Otherwise ``compute()`` samples it and it is written there (atomically), so an
-    interrupted run resumes at the first image it had not finished.
+    interrupted run resumes at the first image it had not finished. The chains'
+    log-likelihood traces are kept with it (``None`` from a cache written before
+    they were).
     """
     if cache.exists():
         with np.load(cache, allow_pickle=False) as stored:
             if str(stored["fingerprint"]) == fingerprint:
                 log(f"  sampled before, read from {cache}")
+                traces = (stored["log_likelihood"] if "log_likelihood" in stored.files
+                          else None)
                 return {"mean": stored["mean"], "std": stored["std"],
-                        "summary": json.loads(str(stored["summary"])), "cached": True}
+                        "summary": json.loads(str(stored["summary"])), "traces": traces,
+                        "cached": True}
         log(f"  {cache} was sampled with other settings or data: sampling anew")
     result = compute()
+    traces = np.array([c["log_likelihood"] for c in result["chains"]], np.float64)
     entry = {"mean": result["mean"], "std": result["std"], "summary": _summary(result),
-             "cached": False}
+             "traces": traces, "cached": False}
     cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(cache, lambda f: np.savez(
         f, mean=entry["mean"], std=entry["std"], fingerprint=np.array(fingerprint),
-        summary=np.array(json.dumps(entry["summary"]))), overwrite=True)
+        summary=np.array(json.dumps(entry["summary"])), log_likelihood=traces),
+        overwrite=True)
     return entry
 
 
 def _summary(result: dict) -> dict:
     d = result["diagnostics"]
-    return {"rhat_log_likelihood": d.get("log_likelihood", {}).get("rhat"),
-            "ess_log_likelihood": d.get("log_likelihood", {}).get("ess"),
-            "rhat_count": d.get("count", {}).get("rhat"),
-            "rhat_pixels_p99": d.get("pixels", {}).get("p99"),
-            "rhat_pixels_max": d.get("pixels", {}).get("max"),
-            "ellipses": [float(np.mean(c["counts"])) for c in result["chains"]],
-            "start_ellipses": result["start_counts"],
-            "detected": result["detected"],
-            "seconds": result["seconds"] + result["greedy_seconds"]}
+    summary = {"rhat_log_likelihood": d.get("log_likelihood", {}).get("rhat"),
+               "ess_log_likelihood": d.get("log_likelihood", {}).get("ess"),
+               "rhat_count": d.get("count", {}).get("rhat"),
+               "rhat_pixels_p99": d.get("pixels", {}).get("p99"),
+               "rhat_pixels_max": d.get("pixels", {}).get("max"),
+               "ellipses": [float(np.mean(c["counts"])) for c in result["chains"]],
+               "log_likelihood": [float(np.mean(c["log_likelihood"]))
+                                  for c in result["chains"]],
+               "start_ellipses": result["start_counts"],
+               "detected": result["detected"],
+               "seconds": result["seconds"] + result["greedy_seconds"]}
+    if "distance" in result:
+        summary["distance"] = float(result["distance"])
+    return summary
+
+
+def _planted_check(entry: dict, planted: dict) -> dict:
+    """How the chains from the greedy starts compare with the planted ones on one image.
+
+    ``gap``: the greedy chains' mean log-likelihood less the planted chains', in
+    units of the planted chains' standard deviation of it (near 0 in
+    equilibrium); ``rhat``: the split R-hat of the log-likelihood over all the
+    chains (``None`` without the greedy chains' traces, from an older cache).
+    """
+    theirs = np.asarray(planted["traces"], np.float64)
+    spread = float(np.std(theirs)) or 1.0
+    ours = entry["traces"]
+    if ours is not None and np.size(ours):
+        ours = np.asarray(ours, np.float64)
+        gap = (float(np.mean(ours)) - float(np.mean(theirs))) / spread
+        rhat = float(posterior.split_rhat([*ours, *theirs]))
+    else:
+        gap = (float(np.mean(entry["summary"].get("log_likelihood") or [np.nan]))
+               - float(np.mean(theirs))) / spread
+        rhat = None
+    return {"gap": gap if np.isfinite(gap) else None, "rhat": rhat,
+            "log_likelihood": float(np.mean(theirs)), "spread": spread,
+            "ellipses": planted["summary"]["ellipses"],
+            "start_ellipses": planted["summary"]["start_ellipses"],
+            "bound": planted["summary"]["distance"] / 2,
+            "seconds": planted["summary"]["seconds"]}
 
 
 def _converged(summary: dict) -> bool:
+    """The greedy chains agree with each other and, where planted, with the planted chains.
+
+    Against the planted chains: the split R-hat of the log-likelihood over all of
+    them, or (without the greedy chains' traces) a mean log-likelihood within one
+    standard deviation of the planted chains'.
+    """
     values = (summary["rhat_log_likelihood"], summary["rhat_pixels_p99"])
-    return all(v is not None and v < _CONVERGED_RHAT for v in values)
+    agree = all(v is not None and v < _CONVERGED_RHAT for v in values)
+    planted = summary.get("planted")
+    if planted is None:
+        return agree
+    if planted["rhat"] is not None:
+        return agree and planted["rhat"] < _CONVERGED_RHAT
+    return agree and planted["gap"] is not None and abs(planted["gap"]) < 1
 
 
 def run(preset: str = "default", out: str | os.PathLike | None = None, *,
@@ -233,7 +361,7 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
                          f"got {setup.config.name!r}")
     recon = _methods(keys, setup, settings.get("weights"), log)
     out.mkdir(parents=True, exist_ok=True)
-    data, truth, labels = _images(setup, settings)
+    data, truth, labels, marks = _images(setup, settings)
     guide_method = recon.get("fbp") or classical.FBPReconstructor(setup)
     chains = settings["chains"]
     log(f"lpd reproduce limit (preset {preset!r}): {len(truth)} images ({labels[0]} and "
@@ -241,6 +369,7 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
         f"proposals each; writing to {out}")
     errors = {key: [] for key in ("cm", *keys)}
     psnrs = {key: [] for key in ("cm", *keys)}
+    bounds = []  # the planted chains' bound on the conditional mean's error, per held-out image
     shown, shown_posterior, diagnostics = [], [], []
     for i, (y, x) in enumerate(zip(data, truth, strict=True)):
         log(f"{labels[i]} ({i + 1}/{len(truth)}):")
@@ -249,17 +378,32 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
             raise ValueError(f"the preset starts its chains from the {target} reconstruction; "
                              f"keep {target!r} among the methods")
         target_image = None if target is None else recon[target](y)
+        entry_fingerprint = _fingerprint(setup, settings, i, y, target_image)
         entry = _cached_mean(
-            out / "images" / f"{i:02d}.npz", _fingerprint(setup, settings, i, y, target_image),
+            out / "images" / f"{i:02d}.npz", entry_fingerprint,
             functools.partial(_conditional_mean, setup, y, guide_method(y), target_image,
                               settings, i, jobs, log), log)
+        summary = {"image": labels[i], **entry["summary"], "cached": entry["cached"]}
+        if marks[i] is not None and settings.get("planted"):
+            planted = _cached_mean(
+                out / "images" / f"{i:02d}-planted.npz",
+                _planted_fingerprint(settings, entry_fingerprint, marks[i]),
+                functools.partial(_planted, setup, y, guide_method(y), target_image,
+                                  settings, i, marks[i], jobs, log), log)
+            summary["planted"] = _planted_check(entry, planted)
+            bounds.append(summary["planted"]["bound"])
+            check = summary["planted"]
+            log(f"  planted chains (started at the phantom's ellipses): log-likelihood "
+                f"{check['log_likelihood']:.1f}, the greedy chains' "
+                + ("?" if check["gap"] is None else f"{check['gap']:+.1f}")
+                + " standard deviations from it; the conditional mean's PSNR at most "
+                  f"{_db(check['bound'], x.size):.2f} dB")
         estimates = {"cm": entry["mean"].astype(np.float32)}
         estimates.update({key: np.asarray(method(y), np.float32)
                           for key, method in recon.items()})
         for key, image in estimates.items():
             errors[key].append(float(np.sum((image - x) ** 2)))
             psnrs[key].append(metrics.psnr(x, image, 1.0))
-        summary = {"image": labels[i], **entry["summary"], "cached": entry["cached"]}
         diagnostics.append(summary)
         log(f"  conditional mean {psnrs['cm'][-1]:.2f} dB ("
             + ", ".join(f"{registry.get(k).name} {psnrs[k][-1]:.2f}" for k in keys)
@@ -271,7 +415,8 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
             captions = {n: f"{metrics.psnr(x, img, 1.0):.2f} dB" for n, img in names.items()}
             shown.append((labels[i], x, names, captions))
             shown_posterior.append((labels[i], x, entry["mean"], entry["std"]))
-    rows = _rows(keys, errors, psnrs, truth[0].size)
+    rows = _rows(keys, errors, psnrs, truth[0].size,
+                 bounds if len(bounds) == len(truth) - 1 else None)
     meta = {"experiment": "limit", "preset": preset, "setup": setup.config.name,
             "images": labels, "chains": chains, "greedy": settings["greedy"],
             "target": settings.get("target"),
@@ -279,15 +424,27 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
                         f"ellipses` (seed {settings['seed']})",
             "diagnostics": diagnostics,
             "converged": all(_converged(d) for d in diagnostics),
+            "planted": settings.get("planted") or 0,
+            "limit_psnr_held_out_at_most": (
+                float(np.mean([_db(b, truth[0].size) for b in bounds]))
+                if bounds and len(bounds) == len(truth) - 1 else None),
             "seconds_per_image": float(np.mean([d["seconds"] for d in diagnostics])),
+            "pixels": int(truth[0].size),
+            "psnr": {key: values for key, values in psnrs.items()},
+            "limit_psnr_at_most": [_db(b, truth[0].size) for b in bounds],
             "command": command, "wall_seconds": time.perf_counter() - started}
     written = _write(out, rows, meta, shown, shown_posterior)
     log(f"done in {meta['wall_seconds']:.0f} s; wrote " + ", ".join(map(str, written)))
     return rows
 
 
-def _rows(keys, errors: dict, psnrs: dict, pixels: int) -> list[dict]:
-    """The table: ``errors`` are each image's summed squared errors, Shepp-Logan first."""
+def _rows(keys, errors: dict, psnrs: dict, pixels: int, bounds=None) -> list[dict]:
+    """The table: ``errors`` are each image's summed squared errors, Shepp-Logan first.
+
+    ``bounds``: the planted chains' lower bounds on the conditional mean's summed
+    squared error, one per held-out image, which bound each normalised error from
+    above (``ratio_held_out_at_most``).
+    """
     cm = np.asarray(errors["cm"])
     rows = []
     for key in ("cm", *keys):
@@ -300,6 +457,8 @@ def _rows(keys, errors: dict, psnrs: dict, pixels: int) -> list[dict]:
             # E||A(y) - x||^2 / E||E[x|y] - x||^2 over the held-out images, and the same
             # ratio for the one Shepp-Logan image.
             "ratio_held_out": float(err[1:].sum() / cm[1:].sum()) if len(err) > 1 else None,
+            "ratio_held_out_at_most": (float(err[1:].sum() / np.sum(bounds))
+                                       if bounds is not None and len(err) > 1 else None),
             "seed_ratio": 1.0 if key == "cm" else SEED_RATIOS.get(key),
             "psnr_shepp_logan": float(psnrs[key][0]),
             "ratio_shepp_logan": float(err[0] / cm[0]),
@@ -331,34 +490,65 @@ def _markdown(rows: list[dict], meta: dict) -> str:
              "error: `E||A(y) - x||^2 / E||E[x|y] - x||^2`; the seed's figures from Adler & "
              "Öktem (seed 004: FBP 372, TV 56.0, learned post-processing 42.2, learned "
              "iterative 5.2).", "",
-             "| method | held-out PSNR (dB) | normalised error | seed | Shepp-Logan PSNR (dB) "
-             "| Shepp-Logan normalised error |", "|---|---|---|---|---|---|"]
+             "| method | held-out PSNR (dB) | normalised error | at most (planted) | seed "
+             "| Shepp-Logan PSNR (dB) | Shepp-Logan normalised error |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['name']} | {_fmt(r['psnr_held_out'])} | "
-                     f"{_fmt(r['ratio_held_out'], 1)} | {_fmt(r['seed_ratio'], 1)} | "
+                     f"{_fmt(r['ratio_held_out'], 1)} | "
+                     f"{_fmt(r.get('ratio_held_out_at_most'), 1)} | "
+                     f"{_fmt(r['seed_ratio'], 1)} | "
                      f"{_fmt(r['psnr_shepp_logan'])} | {_fmt(r['ratio_shepp_logan'], 1)} |")
     cm = rows[0]
     lines += ["", f"The conditional mean on Shepp-Logan: {cm['psnr_shepp_logan']:.2f} dB "
                   f"(the seed's ratios imply about {IMPLIED_SHEPP_LOGAN_PSNR} dB).", ""]
+    bound = meta.get("limit_psnr_held_out_at_most")
+    if bound is not None:
+        lpd = next((r for r in rows if r["method"] == "lpd"), None)
+        lines += [
+            f"**Planted chains.** On each held-out image {meta['planted']} more chains of the "
+            "same settings start at the phantom's own ellipses. Given its data a phantom of "
+            "the prior is a draw from the posterior, so these chains are in equilibrium "
+            "from their first step: half their mean squared distance from the phantom is "
+            "at most the conditional mean's expected squared error (`posterior."
+            "start_distance`), as the chains' mean, an estimator, is at least it. So the "
+            f"conditional mean's held-out PSNR lies between {cm['psnr_held_out']:.2f} dB "
+            f"and {bound:.2f} dB, and each normalised error between its two columns"
+            + (f" (LPD: {lpd['ratio_held_out']:.1f} to {lpd['ratio_held_out_at_most']:.1f}; "
+               "the seed: 5.2)" if lpd is not None else "") + ".", ""]
+    planted = " and with the planted chains" if meta.get("planted") else ""
     verdict = ("The chains agree (split R-hat below "
                f"{_CONVERGED_RHAT} for the log-likelihood and the 99th percentile of the "
-               "pixels on every image)." if meta["converged"] else
-               "**Not converged**: on some images the chains disagree (split R-hat of the "
+               f"pixels on every image){planted}." if meta["converged"] else
+               "**Not converged**: on some images the chains disagree with each other"
+               f"{' or with the planted chains' if planted else ''} (split R-hat of the "
                f"log-likelihood or of the pixels at or above {_CONVERGED_RHAT}), so their "
                "mean is not yet the conditional mean and the ratios above are not the "
                "limit's.")
     lines += [verdict, "", "| image | R-hat log-likelihood | ESS log-likelihood | R-hat "
               "count | R-hat pixels (p99 / max) | detected | ellipses (start; mean per chain) "
-              "| s |", "|---|---|---|---|---|---|---|---|"]
+              "| planted: log-likelihood gap (std) / R-hat with them / ellipses "
+              "| limit at most (dB) | s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for d in meta["diagnostics"]:
+        planted = d.get("planted")
         lines.append(
             f"| {d['image']} | {_g(d['rhat_log_likelihood'])} | "
             f"{_fmt(d['ess_log_likelihood'], 0)} | {_g(d['rhat_count'])} | "
             f"{_g(d['rhat_pixels_p99'])} / {_g(d['rhat_pixels_max'])} | "
             f"{d.get('detected', '')} | {', '.join(map(str, d['start_ellipses']))}; "
-            f"{', '.join(f'{c:.0f}' for c in d['ellipses'])} | {d['seconds']:.0f} |")
+            f"{', '.join(f'{c:.0f}' for c in d['ellipses'])} | "
+            + ("" if planted is None else
+               f"{_fmt(planted['gap'], 1)} / {_g(planted['rhat'])} / "
+               + ", ".join(f"{c:.0f}" for c in planted["ellipses"]))
+            + " | " + ("" if planted is None else
+                       _fmt(_db(planted["bound"], meta["pixels"])))
+            + f" | {d['seconds']:.0f}"
+            + ("" if planted is None else f" + {planted['seconds']:.0f}") + " |")
     cached = sum(bool(d.get("cached")) for d in meta["diagnostics"])
-    lines += ["", f"{meta['seconds_per_image']:.0f} s per image (greedy starts and chains). "
+    planted_seconds = [d["planted"]["seconds"] for d in meta["diagnostics"] if "planted" in d]
+    lines += ["", f"{meta['seconds_per_image']:.0f} s per image (greedy starts and chains)"
+              + (f", and {np.mean(planted_seconds):.0f} s per held-out image for the planted "
+                 "chains" if planted_seconds else "") + ". "
               f"Written by `{meta['command']}` in {meta['wall_seconds']:.0f} s"
               + (f" ({cached} of the {len(meta['diagnostics'])} images sampled by an earlier "
                  "run with the same settings, read from `images/`)." if cached else "."), ""]
@@ -373,6 +563,13 @@ def _write(out: Path, rows: list[dict], meta: dict, shown: list, shown_posterior
         figures.grid_figure(shown, stage / "limit.png",
                             title="the conditional mean (MCMC) and each method, with errors")
         figures.posterior_figure(shown_posterior, stage / "posterior.png")
+        held_out = meta["images"][1:]
+        high = meta["limit_psnr_at_most"]
+        figures.bracket_figure(
+            held_out, meta["psnr"]["cm"][1:], high if len(high) == len(held_out) else None,
+            {registry.get(k).name: v[1:] for k, v in meta["psnr"].items() if k != "cm"},
+            stage / "bracket.png",
+            title="held-out phantoms: where the conditional mean's PSNR lies, and each method")
         atomic_write(stage / "run.json", json.dumps(
             {**meta, "versions": reproduce._versions(), "rows": rows}, indent=2,
             default=_json) + "\n")

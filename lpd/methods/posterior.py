@@ -19,12 +19,24 @@ For tests, `DiscretePrior` replaces the continuous marks by a finite set and
 caps the count, so that `exact_posterior_mean` can enumerate every
 configuration and give the exact answer the sampler must reproduce.
 
+A phantom drawn from the prior is, given its own data, a draw from the
+posterior, so a chain started at its ellipses (a *planted* start) is in
+equilibrium from its first step: its log-likelihood shows where the
+posterior's mass lies, against which the chains from data-driven starts are
+checked, and `start_distance` bounds the conditional mean's error from below
+(the planted solutions of Krzakala and Zdeborová; the same fact underlies the
+simulation-based checks of Cook, Gelman and Rubin).
+
 References
 ----------
 Green PJ. Reversible jump Markov chain Monte Carlo computation and Bayesian
 model determination. Biometrika 82(4), 1995.
 Adler J, Öktem O. Learned Primal-Dual Reconstruction. IEEE TMI 2018, section IV-A
 (the ellipse distribution).
+Krzakala F, Zdeborová L. Hiding quiet solutions in random constraint satisfaction
+problems. Physical Review Letters 102, 2009.
+Cook SR, Gelman A, Rubin DB. Validation of software for Bayesian models using
+posterior quantiles. Journal of Computational and Graphical Statistics 15(3), 2006.
 """
 
 from __future__ import annotations
@@ -42,9 +54,9 @@ from scipy import special
 from lpd.methods.candidates import EllipseLibrary, grid_coordinates, moment_candidates
 
 __all__ = ["EllipsePrior", "DiscretePrior", "EllipsePosterior", "ReversibleJump",
-           "ParallelTempering", "swap_states", "geometric_ladder",
+           "ParallelTempering", "swap_states", "geometric_ladder", "exact_posterior",
            "exact_posterior_mean", "footprint", "greedy_start", "sample", "parallel_map",
-           "split_rhat", "effective_sample_size"]
+           "split_rhat", "effective_sample_size", "start_distance"]
 
 
 def footprint(mark: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -1567,13 +1579,15 @@ def parallel_map(function: Callable, calls: Sequence[tuple], jobs: int | None) -
 
 
 def sample(posterior: EllipsePosterior, n_chains: int, n_steps: int, *, burn_in: int,
-           anneal: int = 0, thin: int = 1, seed: int = 0, guide=None, starts=None,
+           anneal: int = 0, thin: int = 1, seed: int | Sequence[int] = 0, guide=None,
+           starts=None,
            betas: Sequence[float] | None = None, swap_every: int = 100,
            jobs: int | None = 1, log=None, **chain_options) -> dict:
     """``E[x | y]`` and the posterior standard deviation from ``n_chains`` independent chains.
 
     Each chain starts from its entry of ``starts`` (marks; empty by default) with
-    its own seed, anneals over ``anneal`` proposals
+    its own seed (chain ``c`` seeded by ``[seed, c]``, or ``[*seed, c]`` for a
+    sequence), anneals over ``anneal`` proposals
     and keeps every ``thin``-th image after ``burn_in``. With ``betas`` (a ladder
     of more than one power) each chain is a `ParallelTempering` of that ladder,
     and its result has the swap rates. The chains run in up to ``jobs`` processes
@@ -1594,7 +1608,8 @@ def sample(posterior: EllipsePosterior, n_chains: int, n_steps: int, *, burn_in:
                          f"got {len(starts)}")
     started = time.perf_counter()
     options = {"guide": guide, **chain_options}
-    calls = [(posterior, [seed, c], None if starts is None else starts[c], n_steps, burn_in,
+    key = [int(k) for k in seed] if isinstance(seed, (list, tuple)) else [int(seed)]
+    calls = [(posterior, [*key, c], None if starts is None else starts[c], n_steps, burn_in,
               thin, anneal, betas, swap_every, options) for c in range(int(n_chains))]
     results = parallel_map(_run_chain, calls, jobs)
     if log is not None:
@@ -1631,13 +1646,43 @@ def sample(posterior: EllipsePosterior, n_chains: int, n_steps: int, *, burn_in:
             "seconds": time.perf_counter() - started}
 
 
-def exact_posterior_mean(posterior: EllipsePosterior) -> np.ndarray:
-    """``E[x | y]`` by enumerating every configuration of a `DiscretePrior`."""
+def start_distance(result: dict, start) -> float:
+    """The mean squared distance of a chain's kept images from the image it started at.
+
+    ``result`` is a chain's (`ReversibleJump.run`) or pooled chains' (`sample`)
+    output: the kept images' mean ``m`` and per-pixel variance ``v`` give
+    ``mean_t ||x_t - x_0||^2 = ||m - x_0||^2 + sum(v)`` without the images.
+
+    Started at a draw from the posterior (a phantom of the prior, whose data
+    the posterior is of: a *planted* start), a chain is in equilibrium from its
+    first step, and for a reversible chain whose autocorrelations are
+    non-negative half this distance is at most ``E ||x - E[x|y]||^2``, the
+    conditional mean's expected squared error, approaching it as the chain
+    forgets its start: a lower bound on the error of the best estimator that no
+    estimator can beat, where the chains from data-driven starts give an upper
+    one (their mean is an estimator).
+    """
+    start = np.asarray(start, np.float64)
+    mean = np.asarray(result["mean"], np.float64)
+    variance = (np.asarray(result["var"], np.float64) if "var" in result
+                else np.asarray(result["std"], np.float64) ** 2)
+    if start.shape != mean.shape:
+        raise ValueError(f"start of shape {start.shape} is not an image of the chain's "
+                         f"shape {mean.shape}")
+    return float(np.sum((mean - start) ** 2) + np.sum(variance))
+
+
+def exact_posterior(posterior: EllipsePosterior) -> dict:
+    """Every configuration of a `DiscretePrior` with its posterior probability.
+
+    Returns ``{"marks": [array (n, 6) per configuration], "weights", "images"}``,
+    the weights summing to 1.
+    """
     prior = posterior.prior
     if not isinstance(prior, DiscretePrior):
-        raise TypeError("exact_posterior_mean needs a DiscretePrior")
+        raise TypeError("the exact posterior needs a DiscretePrior")
     lam = prior.mean_count
-    log_weights, images = [], []
+    log_weights, images, configurations = [], [], []
     for n in range(prior.max_count + 1):
         log_count = n * math.log(lam) - math.lgamma(n + 1) if lam > 0 else 0.0
         for combo in itertools.product(range(len(prior.marks)), repeat=n):
@@ -1647,7 +1692,14 @@ def exact_posterior_mean(posterior: EllipsePosterior) -> np.ndarray:
             log_weights.append(log_count + float(np.sum(np.log(prior.probs[list(combo)])))
                                + posterior.log_likelihood(p))
             images.append(x)
+            configurations.append(marks.reshape(-1, 6))
     log_weights = np.array(log_weights)
     weights = np.exp(log_weights - log_weights.max())
-    weights /= weights.sum()
-    return np.tensordot(weights, np.array(images), axes=1)
+    return {"marks": configurations, "weights": weights / weights.sum(),
+            "images": np.array(images)}
+
+
+def exact_posterior_mean(posterior: EllipsePosterior) -> np.ndarray:
+    """``E[x | y]`` by enumerating every configuration of a `DiscretePrior`."""
+    exact = exact_posterior(posterior)
+    return np.tensordot(exact["weights"], exact["images"], axes=1)
