@@ -538,7 +538,7 @@ def _markdown(rows: list[dict], meta: dict) -> str:
             f"{d.get('detected', '')} | {', '.join(map(str, d['start_ellipses']))}; "
             f"{', '.join(f'{c:.0f}' for c in d['ellipses'])} | "
             + ("" if planted is None else
-               f"{_fmt(planted['gap'], 1)} / {_g(planted['rhat'])} / "
+               f"{_fmt(planted['gap'], 1) or '–'} / {_g(planted['rhat']) or '–'} / "
                + ", ".join(f"{c:.0f}" for c in planted["ellipses"]))
             + " | " + ("" if planted is None else
                        _fmt(_db(planted["bound"], meta["pixels"])))
