@@ -18,6 +18,14 @@ phantom's own, its ellipse count and its PSNR; then it runs a chain of
 ``--steps`` proposals from each (FBP-guided, the detected ellipses as its
 library where the start had them) and, with ``--burn-in``, reports the PSNR of
 its mean (``--steps 300000 --burn-in 150000``, a few minutes).
+
+With ``--segments`` each segment also reports the chain's last state: its log
+posterior against the phantom's (`EllipsePosterior.log_posterior`), its PSNR, and
+how many of the phantom's visible ellipses (``|value| x pixels > 20``) a chain
+ellipse covers with an intersection over union of 0.9 or more. ``--oracle-library``
+adds those visible ellipses' shapes to the detected library: a diagnostic, not an
+estimate (a real run cannot know them), of whether the chains would find the
+phantom's ellipses if the detector had found every one.
 """
 
 from __future__ import annotations
@@ -49,7 +57,8 @@ def main(argv=None):
     p.add_argument("--hottest", type=float, default=0.05,
                    help="the smallest power of the likelihood of a tempering ladder")
     p.add_argument("--segments", type=int, default=1,
-                   help="with --greedy: run each chain in this many equal segments and "
+                   help="run each chain (from the greedy starts, and the one started at the "
+                        "phantom) in this many equal segments and "
                         "report each segment's mean (how a long chain climbs)")
     p.add_argument("--detected-only", action="store_true",
                    help="with --greedy: only the start with the detected ellipses")
@@ -62,6 +71,9 @@ def main(argv=None):
     p.add_argument("--joint", type=float, default=0.0,
                    help="the chains' share of joint births, deaths and updates (the values "
                         "of the changed ellipse's neighbours redrawn with its own)")
+    p.add_argument("--oracle-library", action="store_true",
+                   help="with --greedy: add the phantom's visible ellipses to the detected "
+                        "library (a diagnostic: a real run cannot know them)")
     args = p.parse_args(argv)
     if args.greedy and not args.lpd:
         p.error("--greedy starts from the LPD reconstruction: add --lpd")
@@ -86,6 +98,11 @@ def main(argv=None):
         print(f"shipped LPD on the same data: {metrics.psnr(truth, target, 1.0):.2f} dB")
         if args.greedy:
             _greedy_starts(setup, post, data, truth, params, target, args)
+    truth_l = post.log_likelihood(post.columns @ truth.ravel())
+    if args.segments > 1:
+        print(f"a chain of {args.steps} proposals started at the phantom's own ellipses:")
+        _segments(chain, chain, post, truth, truth_l, args, params)
+        return
     t0 = time.perf_counter()
     result = chain.run(args.steps, burn_in=args.burn_in)
     seconds = time.perf_counter() - t0
@@ -109,6 +126,12 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
     detected = candidates.detect_ellipses(target)
     print(f"detect_ellipses on the LPD image: {len(detected)} candidates in "
           f"{time.perf_counter() - t0:.1f} s")
+    visible = _visible(params, post.shape)
+    if args.oracle_library:
+        detected = np.concatenate([detected, params[visible, 1:]])
+        print(f"oracle library: the phantom's {len(visible)} visible ellipses added to them")
+    print(f"the phantom: {len(params)} ellipses, {len(visible)} visible (|value| x pixels "
+          f"> 20), log posterior {post.log_posterior(params):.1f}")
     starts = [("with the detected ellipses", detected), ("without", None)]
     for name, shapes in starts[:1] if args.detected_only else starts:
         t0 = time.perf_counter()
@@ -133,7 +156,7 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
                 what = "a chain"
             t0 = time.perf_counter()
             if args.segments > 1:
-                _segments(ladder, chain, post, truth, truth_l, args)
+                _segments(ladder, chain, post, truth, truth_l, args, params)
                 if args.removal_costs:
                     _removal_costs(chain, post, len(params))
                 continue
@@ -159,18 +182,41 @@ def _removal_costs(chain, post, n_truth):
           f"<= 20 for {np.sum(costs <= 20)}; quartiles {quartiles} nats", flush=True)
 
 
-def _segments(ladder, chain, post, truth, truth_l, args):
+def _visible(marks, shape) -> list[int]:
+    """The ellipses whose value times pixel count exceeds 20: those the data can show."""
+    return [k for k, mark in enumerate(marks)
+            if abs(mark[0]) * len(posterior.footprint(mark, shape)) > 20]
+
+
+def _matched(marks, params, visible, shape) -> int:
+    """How many of ``params[visible]`` some ellipse of ``marks`` covers with IoU >= 0.9."""
+    prints = [set(posterior.footprint(m, shape).tolist()) for m in marks]
+    count = 0
+    for k in visible:
+        own = set(posterior.footprint(params[k], shape).tolist())
+        count += any(len(own & f) >= 0.9 * len(own | f) for f in prints)
+    return count
+
+
+def _segments(ladder, chain, post, truth, truth_l, args, params):
     length = args.steps // args.segments
+    visible = _visible(params, post.shape)
+    truth_lp = post.log_posterior(params)
     t0 = time.perf_counter()
     for k in range(args.segments):
         result = ladder.run(length, thin=10)
         mean = metrics.psnr(truth, result["mean"], 1.0)
         moves = ", ".join(f"{kind} {chain.accepted[kind]}/{chain.proposed[kind]}"
                           for kind in ("merge", "split", "joint") if chain.proposed[kind])
+        state = metrics.psnr(truth, chain.x.reshape(post.shape), 1.0)
         print(f"  proposals {k * length}-{(k + 1) * length}: mean {mean:.2f} dB, "
               f"{chain.n} ellipses at the end, log-likelihood {truth_l - chain.log_l:.1f} "
               f"below the phantom's ({time.perf_counter() - t0:.0f} s)"
               + (f"; accepted {moves}" if moves else ""), flush=True)
+        print(f"    last state: log posterior {truth_lp - post.log_posterior(chain.marks):.1f} "
+              f"below the phantom's, {state:.2f} dB, "
+              f"{_matched(chain.marks, params, visible, post.shape)} of the phantom's "
+              f"{len(visible)} visible ellipses matched (IoU >= 0.9)", flush=True)
 
 
 if __name__ == "__main__":

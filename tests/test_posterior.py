@@ -50,6 +50,27 @@ def test_the_density_of_one_ellipse_is_a_density():
     assert prior.log_mark_density(np.array([0.1, 0.2, 0.2, 1.5, 0, 0])) == -math.inf
 
 
+def test_the_log_posterior_adds_the_likelihood_the_count_and_the_marks():
+    matrix = sp.random(40, 64, density=0.2, random_state=3, format="csr")
+    marks = np.array([[0.3, 0.5, 0.3, 0.1, -0.2, 0.4], [-0.2, 0.3, 0.6, -0.3, 0.3, 1.0]])
+    prior = P.EllipsePrior(mean_count=7.0)
+    data = np.random.default_rng(4).standard_normal(40)
+    post = P.EllipsePosterior(matrix, (8, 8), data, 0.05, prior)
+    p = matrix @ post.image(marks).ravel()  # as the phantoms rasterise (tested above)
+    expected = (post.log_likelihood(p) + 2 * math.log(7.0) - math.log(2)
+                + prior.log_mark_density(marks[0]) + prior.log_mark_density(marks[1]))
+    assert post.log_posterior(marks) == pytest.approx(expected, rel=1e-9)
+    # An ellipse outside the prior's support has no density.
+    outside = marks.copy()
+    outside[1, 3] = 1.5
+    assert post.log_posterior(outside) == -math.inf
+    # A DiscretePrior's count stops at max_count.
+    discrete = P.EllipsePosterior(matrix, (8, 8), data, 0.05,
+                                  P.DiscretePrior(marks, max_count=1))
+    assert discrete.log_posterior(marks[:1]) > -math.inf
+    assert discrete.log_posterior(marks) == -math.inf
+
+
 @pytest.fixture(scope="module")
 def small_problem():
     marks = np.array([[0.5, 0.5, 0.4, -0.3, 0.2, 0.3], [0.45, 0.45, 0.5, 0.2, -0.1, 1.0],

@@ -218,6 +218,26 @@ class EllipsePosterior:
         return float(-0.5 * np.dot(residual, residual) / sigma**2 - m * math.log(sigma)
                      - 0.5 * m * math.log(2 * math.pi))
 
+    def log_posterior(self, marks) -> float:
+        """``log`` of the posterior density of the ellipses ``marks`` (rows of 6), unnormalised.
+
+        The log-likelihood of their image plus the prior's: the Poisson count's
+        ``n log(mean_count) - log n!`` (``-inf`` above a `DiscretePrior`'s
+        ``max_count``) and each ellipse's `log_mark_density`, for the ellipses in
+        this order (the density the chains sample; a set of ``n`` distinct
+        ellipses has ``n!`` orders). The constant ``-mean_count`` and the
+        evidence are left out, so only differences between states mean something.
+        """
+        marks = np.asarray(marks, dtype=np.float64).reshape(-1, 6)
+        n, prior = len(marks), self.prior
+        if n > prior.max_count:
+            return -math.inf
+        log_count = n * math.log(prior.mean_count) if prior.mean_count > 0 else (
+            0.0 if n == 0 else -math.inf)
+        log_marks = sum(prior.log_mark_density(mark) for mark in marks)
+        p = self.columns @ self.image(marks).ravel()
+        return float(self.log_likelihood(p) + log_count - math.lgamma(n + 1) + log_marks)
+
     def image(self, marks: np.ndarray) -> np.ndarray:
         x = np.zeros(self.shape[0] * self.shape[1])
         for mark in marks:
@@ -1681,18 +1701,13 @@ def exact_posterior(posterior: EllipsePosterior) -> dict:
     prior = posterior.prior
     if not isinstance(prior, DiscretePrior):
         raise TypeError("the exact posterior needs a DiscretePrior")
-    lam = prior.mean_count
     log_weights, images, configurations = [], [], []
     for n in range(prior.max_count + 1):
-        log_count = n * math.log(lam) - math.lgamma(n + 1) if lam > 0 else 0.0
         for combo in itertools.product(range(len(prior.marks)), repeat=n):
-            marks = prior.marks[list(combo)]
-            x = posterior.image(marks)
-            p = posterior.columns @ x.ravel()
-            log_weights.append(log_count + float(np.sum(np.log(prior.probs[list(combo)])))
-                               + posterior.log_likelihood(p))
-            images.append(x)
-            configurations.append(marks.reshape(-1, 6))
+            marks = prior.marks[list(combo)].reshape(-1, 6)
+            log_weights.append(posterior.log_posterior(marks))
+            images.append(posterior.image(marks))
+            configurations.append(marks)
     log_weights = np.array(log_weights)
     weights = np.exp(log_weights - log_weights.max())
     return {"marks": configurations, "weights": weights / weights.sum(),
