@@ -71,6 +71,13 @@ def main(argv=None):
     p.add_argument("--joint", type=float, default=0.0,
                    help="the chains' share of joint births, deaths and updates (the values "
                         "of the changed ellipse's neighbours redrawn with its own)")
+    p.add_argument("--rebuild", type=float, default=0.0,
+                   help="the chains' probability of proposing a rebuild (one ellipse slides "
+                        "to a library shape while the ellipses centred near it relax)")
+    p.add_argument("--rebuild-stages", type=int, default=50,
+                   help="the stages of a rebuild's slide")
+    p.add_argument("--rebuild-relax", type=int, default=100,
+                   help="the relaxing updates between two stages of a rebuild")
     p.add_argument("--rebuild-costs", action="store_true",
                    help="with --greedy --segments: after each chain, for each visible ellipse "
                         "of the phantom it does not match, the change of log posterior from "
@@ -149,7 +156,8 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
               f"{metrics.psnr(truth, image, 1.0):.2f} dB")
         library = None if shapes is None else candidates.EllipseLibrary(shapes)
         options = dict(guide=guide, library=library, library_births=0.3, merge=args.merge,
-                       joint=args.joint)
+                       joint=args.joint, rebuild=args.rebuild,
+                       rebuild_stages=args.rebuild_stages, rebuild_relax=args.rebuild_relax)
         for n in args.temperatures:
             rng = np.random.default_rng(seed + 5)
             if n > 1:
@@ -254,7 +262,8 @@ def _segments(ladder, chain, post, truth, truth_l, args, params):
         result = ladder.run(length, thin=10)
         mean = metrics.psnr(truth, result["mean"], 1.0)
         moves = ", ".join(f"{kind} {chain.accepted[kind]}/{chain.proposed[kind]}"
-                          for kind in ("merge", "split", "joint") if chain.proposed[kind])
+                          for kind in ("merge", "split", "joint", "rebuild")
+                          if chain.proposed[kind])
         state = metrics.psnr(truth, chain.x.reshape(post.shape), 1.0)
         print(f"  proposals {k * length}-{(k + 1) * length}: mean {mean:.2f} dB, "
               f"{chain.n} ellipses at the end, log-likelihood {truth_l - chain.log_l:.1f} "

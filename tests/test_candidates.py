@@ -135,6 +135,34 @@ def test_the_library_density_is_a_density_the_same_for_every_parametrisation():
     assert -math.inf < library.log_density(np.array([0.4, 0.2, 0.9, 0.9, 0.5])) < -1000
 
 
+def test_draws_near_a_shape_favour_the_candidates_centred_near_it():
+    widths = np.array([0.02, 0.03, 0.02, 0.04, 0.1])
+    shapes = np.array([[0.4, 0.2, 0.1, -0.1, 0.5], [0.3, 0.25, -0.5, 0.6, 1.0]])
+    library = C.EllipseLibrary(shapes, widths, scales=(1.0,))
+    near = np.array([0.3, 0.1, 0.0, 0.0, 0.0])  # 0.14 from the first, 0.85 from the second
+    d2 = np.sum((shapes[:, 2:4] - near[2:4]) ** 2, axis=1)
+    shares = np.exp(-0.5 * d2 / 0.3 ** 2)
+    shares /= shares.sum()
+    # At a candidate's kernel centre: its share of a quarter of the Gaussian's peak.
+    peak = -np.sum(np.log(widths * math.sqrt(2 * math.pi))) + math.log(0.25)
+    for k in range(2):
+        assert library.log_density(shapes[k], near=near) == pytest.approx(
+            peak + math.log(shares[k]), abs=1e-9)
+    # Without near the two are drawn alike; near the first, nearly always the first.
+    rng = np.random.default_rng(0)
+    draws = np.array([library.sample(rng, near=near) for _ in range(2000)])
+    first = np.mean(np.abs(draws[:, 2] - 0.1) < 0.2)
+    assert first == pytest.approx(shares[0], abs=0.02) and shares[0] > 0.95
+    # It is a density: the mass of the draws' density ratio to the uniform mixture's
+    # own draws is 1 (importance sampling of the one by the other).
+    plain = np.array([library.sample(rng) for _ in range(4000)])
+    ratio = np.exp([library.log_density(p, near=near) - library.log_density(p)
+                    for p in plain])
+    assert np.mean(ratio) == pytest.approx(1.0, rel=0.05)
+    with pytest.raises(ValueError, match="half-axes > 0"):
+        library.sample(rng, near=np.array([0.0, 0.0, 0.0, 0.0, 0.0]))
+
+
 def test_bad_libraries_are_named():
     with pytest.raises(ValueError, match="at least one"):
         C.EllipseLibrary(np.zeros((0, 5)))

@@ -413,19 +413,43 @@ class EllipseLibrary:
     def __len__(self) -> int:
         return len(self.centres) // 4
 
-    def sample(self, rng: np.random.Generator) -> np.ndarray:
-        """One shape ``(a, b, x0, y0, theta)`` drawn from the mixture."""
-        centre = self.centres[int(rng.integers(len(self.centres)))]
+    def sample(self, rng: np.random.Generator, near=None) -> np.ndarray:
+        """One shape ``(a, b, x0, y0, theta)`` drawn from the mixture.
+
+        With ``near`` (a shape), the candidates are drawn not uniformly but in
+        proportion to ``exp(-d^2 / 2 r^2)``, ``d`` the distance of their centre from
+        ``near``'s and ``r`` its larger half-axis: a shape for an ellipse there.
+        """
+        if near is None:
+            centre = self.centres[int(rng.integers(len(self.centres)))]
+        else:
+            shares = np.exp(self._near_log_shares(near))
+            k = int(rng.choice(len(self), p=shares / shares.sum()))
+            centre = self.centres[k + len(self) * int(rng.integers(4))]
         shape = centre + self.widths[int(rng.integers(len(self.widths)))] * \
             rng.standard_normal(5)
         shape[4] %= 2 * math.pi
         return shape
 
-    def log_density(self, shape) -> float:
-        """``log`` of the mixture's density at ``(a, b, x0, y0, theta)``."""
+    def _near_log_shares(self, near) -> np.ndarray:
+        """``log`` of each candidate's share of the draws `sample` makes near ``near``."""
+        near = np.asarray(near, np.float64)[:5]
+        radius = max(near[0], near[1])
+        if not (math.isfinite(radius) and radius > 0):
+            raise ValueError(f"near must be a shape with half-axes > 0, got {near.tolist()}")
+        d2 = np.sum((self.centres[:len(self), 2:4] - near[2:4]) ** 2, axis=1)
+        exponents = -0.5 * d2 / radius ** 2
+        top = float(exponents.max())
+        return exponents - top - math.log(float(np.sum(np.exp(exponents - top))))
+
+    def log_density(self, shape, near=None) -> float:
+        """``log`` of the mixture's density at ``(a, b, x0, y0, theta)`` (drawn ``near``)."""
         diff = np.asarray(shape, np.float64)[None, :5] - self.centres
         diff[:, 4] = (diff[:, 4] + math.pi) % (2 * math.pi) - math.pi
         exponents = (-0.5 * np.sum((diff[None] / self.widths[:, None]) ** 2, axis=2)
                      + self._log_norms[:, None])
+        if near is not None:  # the candidates' shares instead of 1 / len(self) each
+            exponents = exponents + math.log(len(self)) + np.tile(
+                self._near_log_shares(near), 4)[None, :]
         top = float(exponents.max())
         return top + math.log(float(np.sum(np.exp(exponents - top))))

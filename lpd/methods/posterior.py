@@ -37,6 +37,8 @@ Krzakala F, Zdeborová L. Hiding quiet solutions in random constraint satisfacti
 problems. Physical Review Letters 102, 2009.
 Cook SR, Gelman A, Rubin DB. Validation of software for Bayesian models using
 posterior quantiles. Journal of Computational and Graphical Statistics 15(3), 2006.
+Nilmeier JP, Crooks GE, Minh DDL, Chodera JD. Nonequilibrium candidate Monte Carlo is
+an efficient tool for equilibrium simulation. PNAS 108(45), 2011 (the rebuilds).
 """
 
 from __future__ import annotations
@@ -279,6 +281,13 @@ class ReversibleJump:
       two overlapping ellipses for one, which a death alone rarely does when the
       two share the data between them.
 
+    - A *rebuild* (with ``rebuild > 0``) gives one ellipse a new shape, from the
+      library's candidates centred near it (or a random-walk step of all its
+      shape marks without a library), sliding it there in stages while the
+      ellipses around it relax, and is accepted by the work of the slide
+      (nonequilibrium candidate Monte Carlo): the neighbours of an ellipse that
+      they have learned to stand in for give way as it takes its own shape.
+
     - A *joint* birth, death or update (a share ``joint`` of each) also redraws
       the values of the ellipses that meet the changed one (their bounding
       circles meet its old or new one), jointly with its own value, around their
@@ -336,6 +345,13 @@ class ReversibleJump:
     probes : int
         Number of fixed random linear functionals of the image traced at every
         kept sample (`run`), for the convergence diagnostics of the image.
+    rebuild : float
+        The probability of proposing a *rebuild* (`_rebuild`; 0: none): one
+        ellipse slides to a new shape over ``rebuild_stages`` stages while the
+        ellipses centred near it relax (``rebuild_relax`` updates between two
+        stages, their centres kept within ``rebuild_margin`` of the two shapes'
+        discs). One rebuild costs about ``rebuild_stages * rebuild_relax``
+        proposals.
     """
 
     def __init__(self, posterior: EllipsePosterior, rng: np.random.Generator, marks=None, *,
@@ -344,7 +360,9 @@ class ReversibleJump:
                  library: EllipseLibrary | None = None, library_births: float = 0.5,
                  library_switches: float = 0.1, fitted: bool = True, spread: float = 1.5,
                  merge: float = 0.0, merge_scale: float = 3.0, joint: float = 0.0,
-                 joint_spread: float = 1.0, probes: int = 4):
+                 joint_spread: float = 1.0, probes: int = 4, rebuild: float = 0.0,
+                 rebuild_stages: int = 50, rebuild_relax: int = 200,
+                 rebuild_margin: float = 0.1):
         self.post = posterior
         self.rng = rng
         self.steps = np.asarray(steps, dtype=np.float64)
@@ -376,6 +394,20 @@ class ReversibleJump:
         if self.p_joint > 0 and not self.fitted:
             raise ValueError("joint moves need fitted values (the continuous EllipsePrior, "
                              "fitted=True and data that are not all zero)")
+        self.p_rebuild = float(rebuild)
+        if not 0 <= self.p_rebuild < 1:
+            raise ValueError(f"rebuild must be in [0, 1), got {rebuild}")
+        if self.p_rebuild > 0 and posterior.prior.discrete:
+            raise ValueError("rebuilds need the continuous EllipsePrior")
+        if int(rebuild_stages) < 1 or int(rebuild_relax) < 0:
+            raise ValueError(f"rebuild_stages must be >= 1 and rebuild_relax >= 0, got "
+                             f"{rebuild_stages} and {rebuild_relax}")
+        if not (math.isfinite(rebuild_margin) and rebuild_margin >= 0):
+            raise ValueError(f"rebuild_margin must be finite and >= 0, got {rebuild_margin}")
+        self.rebuild_stages, self.rebuild_relax = int(rebuild_stages), int(rebuild_relax)
+        self.rebuild_margin = float(rebuild_margin)
+        self._region = None  # the discs that a rebuild's relaxing ellipses stay centred in
+        self._relaxing = None  # their indices while a rebuild relaxes them
         self.beta = 1.0  # the power of the likelihood (< 1 while a run anneals)
         self._set_guide(guide, prior_births)
         self._set_library(library, library_births, library_switches)
@@ -394,7 +426,7 @@ class ReversibleJump:
             self._insert(mark, idx, posterior.projection(idx, 1.0))
         self.log_l = posterior.log_likelihood(self.p)
         self.accepted = {"birth": 0, "death": 0, "update": 0, "merge": 0, "split": 0,
-                         "joint": 0}
+                         "joint": 0, "rebuild": 0}
         self.proposed = dict(self.accepted)
 
     # -- the guide -------------------------------------------------------------
@@ -542,6 +574,9 @@ class ReversibleJump:
 
     def step(self) -> None:
         """One proposal: a birth, a death or an update, accepted or not."""
+        if self.p_rebuild > 0 and self.rng.random() < self.p_rebuild:
+            self._rebuild()
+            return
         u = self.rng.random()
         merges = u >= self.p_birth + self.p_death
         if merges and u < self.p_birth + self.p_death + self.p_merge:
@@ -609,12 +644,12 @@ class ReversibleJump:
             self.p, self.log_l = p_new, log_l
             self.accepted["death"] += 1
 
-    def _update(self) -> None:
+    def _update(self, k: int | None = None) -> None:
         self.proposed["update"] += 1
         if self.n == 0:
             return
         prior = self.post.prior
-        k = int(self.rng.integers(self.n))
+        k = int(self.rng.integers(self.n)) if k is None else k
         old, old_idx, old_unit = self.marks[k], self.prints[k], self.units[k]
         j = int(self.rng.integers(6))
         if prior.discrete:  # an independent draw from the prior (its ratio cancels)
@@ -638,6 +673,8 @@ class ReversibleJump:
             log_ratio = prior.log_shape_density(new) - prior.log_shape_density(old)
             if not math.isfinite(log_ratio):
                 return
+        if self._region is not None and not self._in_region(new):
+            return
         idx = old_idx if np.array_equal(new[1:], old[1:]) else footprint(new, self.post.shape)
         unit = old_unit if idx is old_idx else self._moved_projection(old_idx, old_unit, idx)
         if self.fitted:
@@ -882,7 +919,7 @@ class ReversibleJump:
         return (math.log(prior.mean_count / (n + 1)) + math.log(self.p_death / self.p_birth)
                 + self._log_shape_correction(mark) - prior.log_shape_density(mark))
 
-    def _joint_move(self, kind: str) -> None:
+    def _joint_move(self, kind: str, k: int | None = None) -> None:
         """A birth, death or update that also redraws the values of its neighbours."""
         self.proposed[kind] += 1
         self.proposed["joint"] += 1
@@ -895,11 +932,11 @@ class ReversibleJump:
         elif self.n == 0:
             return
         else:
-            k = int(self.rng.integers(self.n))
+            k = int(self.rng.integers(self.n)) if k is None else k
             new, terms = None, 0.0
             if kind == "update":
                 new, terms = self._shape_proposal(self.marks[k])
-                if new is None:
+                if new is None or (self._region is not None and not self._in_region(new)):
                     return
             near = self._joint_neighbours(k, new)
         idx = unit = None
@@ -1024,6 +1061,106 @@ class ReversibleJump:
         else:
             self._change(idx, new[0])
             self.marks[k], self.prints[k], self.units[k] = new, idx, unit
+
+    # -- rebuilds --------------------------------------------------------------------
+
+    def _in_region(self, mark: np.ndarray) -> bool:
+        """Whether an ellipse's centre lies in the discs of the rebuild under way."""
+        return any(math.hypot(mark[3] - x, mark[4] - y) < r for x, y, r in self._region)
+
+    def _rebuild_shape(self, old: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """A rebuild's new shape for ``old`` and its ``log`` proposal ratio (reverse over forward).
+
+        From the library where there is one, its candidates centred near ``old``
+        drawn the more often (`EllipseLibrary.sample` with ``near``), else a
+        random-walk step of every shape mark at the merges' scale (symmetric).
+        """
+        new = old.copy()
+        if self.library is not None:
+            new[1:] = self.library.sample(self.rng, near=old[1:])
+            if self.post.prior.log_shape_density(new) == -math.inf:
+                return None, 0.0
+            terms = (self.library.log_density(old[1:], near=new[1:])
+                     - self.library.log_density(new[1:], near=old[1:]))
+        else:
+            new[1:] += self.merge_steps * self.rng.standard_normal(5)
+            new[5] %= 2 * math.pi
+            terms = 0.0
+        if self.post.prior.log_shape_density(new) == -math.inf or not math.isfinite(terms):
+            return None, 0.0
+        return new, terms
+
+    def _rebuild(self) -> None:
+        """A non-equilibrium candidate move: one ellipse changes shape while its neighbours relax.
+
+        One ellipse, picked at random, takes a new shape (`_rebuild_shape`) not at
+        once but over ``rebuild_stages`` stages: its projection slides from the old
+        footprint's to the new one's, ``(1 - t) A 1_old + t A 1_new`` times its
+        value, with ``t`` rising in equal steps. Between stages the ellipses
+        centred in the two shapes' discs (their larger half-axis plus
+        ``rebuild_margin``) relax: ``rebuild_relax`` updates (joint ones in the
+        share ``joint``), each of one of them picked at random, at the
+        intermediate target; an update that would take a centre out of the discs
+        is rejected, so that the same ellipses relax in the reverse move. The
+        move is accepted with the sum over stages of the change of the log
+        target at each stage (the *work*), plus the proposal ratio of the shape:
+        the acceptance of nonequilibrium candidate Monte Carlo (Nilmeier et al.),
+        which leaves the posterior unchanged because every relaxation leaves its
+        stage's target unchanged and the stages run in the reverse order in the
+        reverse move. So an ellipse that the ellipses around it have learned to
+        do without can take its own shape while they give way.
+        """
+        self.proposed["rebuild"] += 1
+        if self.n == 0:
+            return
+        prior = self.post.prior
+        j = int(self.rng.integers(self.n))
+        old = self.marks[j]
+        new, terms = self._rebuild_shape(old)
+        if new is None:
+            return
+        new_idx = footprint(new, self.post.shape)
+        new_unit = self._moved_projection(self.prints[j], self.units[j], new_idx)
+        saved = {name: getattr(self, name) for name in _STATE}
+        saved.update(marks=list(self.marks), prints=list(self.prints), units=list(self.units),
+                     x=self.x.copy(), probe_values=self.probe_values.copy())
+        counts = (dict(self.proposed), dict(self.accepted))
+        old_idx, old_unit = self.prints[j], self.units[j]
+        # Out of the lists while it slides; its share stays in A x and the image.
+        del self.marks[j], self.prints[j], self.units[j]
+        margin = self.rebuild_margin
+        self._region = [(m[3], m[4], max(m[1], m[2]) + margin) for m in (old, new)]
+        relaxing = [i for i, mark in enumerate(self.marks) if self._in_region(mark)]
+        work = prior.log_shape_density(new) - prior.log_shape_density(old) + terms
+        step = old[0] / self.rebuild_stages
+        try:
+            for stage in range(self.rebuild_stages):
+                p_new = self.p + step * (new_unit - old_unit)
+                log_l = self.post.log_likelihood(p_new)
+                work += self.beta * (log_l - self.log_l)
+                self.p, self.log_l = p_new, log_l
+                self._change(old_idx, -step)
+                self._change(new_idx, step)
+                if stage == self.rebuild_stages - 1 or not relaxing:
+                    continue
+                for _ in range(self.rebuild_relax):
+                    k = relaxing[int(self.rng.integers(len(relaxing)))]
+                    if self.p_joint > 0 and self.rng.random() < self.p_joint:
+                        self._joint_move("update", k)
+                    else:
+                        self._update(k)
+        finally:
+            self._region = None
+            self.proposed, self.accepted = counts
+        if math.isfinite(work) and self._accept(work):
+            new = new.copy()
+            self.marks.insert(j, new)
+            self.prints.insert(j, new_idx)
+            self.units.insert(j, new_unit)
+            self.accepted["rebuild"] += 1
+            return
+        for name, value in saved.items():
+            setattr(self, name, value)
 
     def run(self, n_steps: int, burn_in: int = 0, thin: int = 1, *, anneal: int = 0,
             beta_start: float = 1e-3, after_step: Callable[[int], Any] | None = None) -> dict:
