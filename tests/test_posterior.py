@@ -584,14 +584,24 @@ def test_joint_moves_leave_the_target_unchanged():
         P.ReversibleJump(post, np.random.default_rng(0), joint=0.5, fitted=False)
 
 
-def test_rebuilds_leave_the_target_unchanged():
+@pytest.mark.parametrize("with_library", [False, True])
+def test_rebuilds_leave_the_target_unchanged(with_library):
     # With a flat likelihood the target is the prior: the count stays Poisson(3) and
     # the marks keep the prior's law when a third of the proposals slide one ellipse
-    # to a new shape while the ellipses centred near it relax.
+    # to a new shape while the ellipses centred near it relax (the new shape a
+    # random-walk step, or a library candidate centred near the old one).
     post = _flat_posterior(24, 4.0)
+    library = None
+    if with_library:
+        rng = np.random.default_rng(7)
+        library = C.EllipseLibrary(np.array([post.prior.sample_mark(rng)[1:]
+                                             for _ in range(300)]),
+                                   widths=(0.05, 0.05, 0.05, 0.05, 0.1), scales=(1.0, 3.0))
     chain = P.ReversibleJump(post, np.random.default_rng(5), birth=0.3, death=0.3,
-                             rebuild=0.3, rebuild_stages=3, rebuild_relax=4, joint=0.3)
-    counts, marks = _held(chain, 40_000)
+                             rebuild=0.3, rebuild_stages=3, rebuild_relax=4, joint=0.3,
+                             library=library)
+    steps = 60_000 if with_library else 40_000
+    counts, marks = _held(chain, steps)
     assert np.mean(counts) == pytest.approx(3.0, abs=0.3)
     assert np.var(counts) == pytest.approx(3.0, abs=0.5)
     assert np.mean(marks[:, 1:3]) == pytest.approx(0.2, abs=0.025)
@@ -599,7 +609,7 @@ def test_rebuilds_leave_the_target_unchanged():
     assert np.mean(np.abs(marks[:, 3:5])) == pytest.approx(0.5, abs=0.05)  # uniform centres
     assert chain.accepted["rebuild"] > 1000
     # The relaxations inside a rebuild are not counted as the chain's own proposals.
-    assert sum(chain.proposed[k] for k in ("birth", "death", "update")) < 40_000
+    assert sum(chain.proposed[k] for k in ("birth", "death", "update")) < steps
     for bad in ({"rebuild": 1.0}, {"rebuild_stages": 0}, {"rebuild_relax": -1},
                 {"rebuild_margin": -0.1}):
         with pytest.raises(ValueError, match="rebuild"):
