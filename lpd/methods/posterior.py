@@ -407,7 +407,6 @@ class ReversibleJump:
         self.rebuild_stages, self.rebuild_relax = int(rebuild_stages), int(rebuild_relax)
         self.rebuild_margin = float(rebuild_margin)
         self._region = None  # the discs that a rebuild's relaxing ellipses stay centred in
-        self._relaxing = None  # their indices while a rebuild relaxes them
         self.beta = 1.0  # the power of the likelihood (< 1 while a run anneals)
         self._set_guide(guide, prior_births)
         self._set_library(library, library_births, library_switches)
@@ -1153,7 +1152,6 @@ class ReversibleJump:
             self._region = None
             self.proposed, self.accepted = counts
         if math.isfinite(work) and self._accept(work):
-            new = new.copy()
             self.marks.insert(j, new)
             self.prints.insert(j, new_idx)
             self.units.insert(j, new_unit)
