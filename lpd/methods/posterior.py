@@ -1078,7 +1078,7 @@ class ReversibleJump:
         if self.library is not None:
             new[1:] = self.library.sample(self.rng, near=old[1:])
             if self.post.prior.log_shape_density(new) == -math.inf:
-                return None, 0.0
+                return None, 0.0  # before the reverse draw's density, which needs axes > 0
             terms = (self.library.log_density(old[1:], near=new[1:])
                      - self.library.log_density(new[1:], near=old[1:]))
         else:
@@ -1120,9 +1120,9 @@ class ReversibleJump:
             return
         new_idx = footprint(new, self.post.shape)
         new_unit = self._moved_projection(self.prints[j], self.units[j], new_idx)
-        saved = {name: getattr(self, name) for name in _STATE}
-        saved.update(marks=list(self.marks), prints=list(self.prints), units=list(self.units),
-                     x=self.x.copy(), probe_values=self.probe_values.copy())
+        saved = dict(marks=list(self.marks), prints=list(self.prints), units=list(self.units),
+                     x=self.x.copy(), p=self.p, log_l=self.log_l,
+                     probe_values=self.probe_values.copy())  # every name of _STATE
         counts = (dict(self.proposed), dict(self.accepted))
         old_idx, old_unit = self.prints[j], self.units[j]
         # Out of the lists while it slides; its share stays in A x and the image.
