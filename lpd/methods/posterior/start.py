@@ -48,6 +48,21 @@ def _library(detected: np.ndarray, prior: EllipsePrior, shape, columns
     return kept, np.array([columns(idx) for _, idx in kept])
 
 
+def _climb_step(mark: np.ndarray, steps: np.ndarray, prior: EllipsePrior,
+                rng: np.random.Generator) -> np.ndarray | None:
+    """A hill-climbing step of one shape mark of ``mark`` (``None`` off the prior's support).
+
+    Steps of every scale from the chain's (``steps``) to thirty times it: a
+    candidate's shape may be far from the one that the data want.
+    """
+    new = mark.copy()
+    j = int(rng.integers(1, 6))
+    new[j] += steps[j] * 10 ** rng.uniform(0, 1.5) * rng.standard_normal()
+    if j == 5:
+        new[5] %= 2 * math.pi
+    return None if prior.log_shape_density(new) == -math.inf else new
+
+
 def _fit_image(target: np.ndarray, prior: EllipsePrior, rng: np.random.Generator, *,
                candidates: int, refine: int, max_count: int, patience: int,
                target_error: float, detected: np.ndarray) -> np.ndarray:
@@ -105,12 +120,9 @@ def _fit_image(target: np.ndarray, prior: EllipsePrior, rng: np.random.Generator
         x[idx] += mark[0]
         for r in range(refine):
             k = len(marks) - 1 if r % 2 == 0 else int(rng.integers(len(marks)))
-            old, new = marks[k], marks[k].copy()
-            j = int(rng.integers(1, 6))
-            new[j] += steps[j] * 10 ** rng.uniform(0, 1.5) * rng.standard_normal()
-            if j == 5:
-                new[5] %= 2 * math.pi
-            if prior.log_shape_density(new) == -math.inf:
+            old = marks[k]
+            new = _climb_step(old, steps, prior, rng)
+            if new is None:
                 continue
             new_idx = footprint(new, shape)
             if new_idx.size == 0:
@@ -253,14 +265,8 @@ def greedy_start(posterior: EllipsePosterior, rng: np.random.Generator, *,
             # Half the steps shape the new ellipse, the rest any of them.
             k = chain.n - 1 if r % 2 == 0 else int(rng.integers(chain.n))
             old, old_unit = chain.marks[k], chain.units[k]
-            new = old.copy()
-            j = int(rng.integers(1, 6))
-            # Steps of every scale from the chain's to thirty times it: a
-            # candidate's shape may be far from the one that the data want.
-            new[j] += steps[j] * 10 ** rng.uniform(0, 1.5) * rng.standard_normal()
-            if j == 5:
-                new[5] %= 2 * math.pi
-            if prior.log_shape_density(new) == -math.inf:
+            new = _climb_step(old, steps, prior, rng)
+            if new is None:
                 continue
             new_idx = footprint(new, posterior.shape)
             new_unit = posterior.projection(new_idx, 1.0)
