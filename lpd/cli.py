@@ -249,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "'full' (the seed's whole grid) or 'quick'; for 'noise': "
                                 "'default' or 'quick'; for 'limit': 'default', 'pilot' (the "
                                 "default's settings on 3 held-out images), 'long' (the "
-                                "pilot's images, chains 4 times as long), 'joint' (the "
-                                "pilot with joint moves) or 'quick' "
+                                "pilot's images, chains 4 times as long), 'plain' (the "
+                                "pilot with one-ellipse moves only) or 'quick' "
                                 "(default: %(default)s)")
     reproduce.add_argument("--out", metavar="DIR",
                            help="output directory (default: results/EXPERIMENT-PRESET)")

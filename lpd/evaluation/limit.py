@@ -73,22 +73,25 @@ IMPLIED_SHEPP_LOGAN_PSNR = 45.4
 """The conditional mean's PSNR on Shepp-Logan (dB) that makes the seed's ratios agree with
 the LPD paper's Shepp-Logan PSNRs (FBP 19.75, TV 28.06, FBP + U-Net 29.20, LPD 38.28)."""
 
+# Half the births, deaths and updates are joint (the neighbours' values redrawn with the
+# changed ellipse's): at equal proposals they reach higher log-likelihoods than one-ellipse
+# moves, at about three times the time (docs/limit.md, "Joint moves").
 _CHAINS = {"n_chains": 2, "n_steps": 600_000, "burn_in": 300_000, "thin": 20,
-           "library_births": 0.3}
+           "library_births": 0.3, "joint": 0.5}
 _DEFAULT = {"setup": "ellipses", "n": 20, "seed": 2018, "test_seed": 2017,
             "methods": ("fbp", "tv", "unet", "lgd", "lp", "lpd"), "chains": _CHAINS,
             "greedy": {"candidates": 200, "refine": 300}, "weights": "ellipses",
             "target": "lpd", "detect": {}, "planted": 2}
 PRESETS: dict[str, dict[str, Any]] = {
     "default": _DEFAULT,
-    # The default's settings on 3 held-out images: a first look at the table in ~25 min.
+    # The default's settings on 3 held-out images: a first look at the table in ~45 min.
     "pilot": {**_DEFAULT, "n": 3},
-    # The pilot's images with chains four times as long: what longer chains give (~2 h).
+    # The pilot's images with chains four times as long: what longer chains give (~3 h).
     "long": {**_DEFAULT, "n": 3, "chains": {**_CHAINS, "n_steps": 2_400_000,
                                              "burn_in": 1_200_000, "thin": 80}},
-    # The pilot with half the births, deaths and updates joint (the neighbours' values
-    # redrawn with the changed ellipse's): what they give at equal proposals (~75 min).
-    "joint": {**_DEFAULT, "n": 3, "chains": {**_CHAINS, "joint": 0.5}},
+    # The pilot with one-ellipse moves only (the default until joint moves replaced it):
+    # what joint moves add (~25 min).
+    "plain": {**_DEFAULT, "n": 3, "chains": {**_CHAINS, "joint": 0.0}},
     "quick": {"setup": "ellipses_small", "n": 2, "seed": 2018, "test_seed": 2017,
               "methods": ("fbp",), "weights": None,
               "chains": {"n_chains": 2, "n_steps": 3000, "burn_in": 1000, "thin": 5,
