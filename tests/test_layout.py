@@ -101,3 +101,20 @@ def test_the_registry_imports_nothing_of_lpd():
     for name in FOUNDATION:
         path = PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
         assert list(_imports(path)) == [], name
+
+
+def test_the_posterior_modules_import_only_those_listed_above_them():
+    # lpd/methods/posterior/__init__.py lists its modules in the order they build
+    # on each other ("- `model`: ..."); each may import only those before it.
+    import re
+
+    import lpd.methods.posterior as posterior
+
+    order = re.findall(r"^- `(\w+)`:", posterior.__doc__, re.M)
+    folder = Path(posterior.__file__).parent
+    assert sorted(order) == sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
+    for k, name in enumerate(order):
+        for imported in _imports(folder / f"{name}.py"):
+            if imported.startswith("lpd.methods.posterior."):
+                below = imported.rsplit(".", 1)[1]
+                assert below in order[:k], f"posterior.{name} imports posterior.{below}"
