@@ -20,9 +20,11 @@ library where the start had them) and, with ``--burn-in``, reports the PSNR of
 its mean (``--steps 300000 --burn-in 150000``, a few minutes).
 
 With ``--segments`` each segment also reports the chain's last state: its log
-posterior against the phantom's (`EllipsePosterior.log_posterior`), its PSNR, and
-how many of the phantom's visible ellipses (``|value| x pixels > 20``) a chain
-ellipse covers with an intersection over union of 0.9 or more. ``--oracle-library``
+posterior against the phantom's (`EllipsePosterior.log_posterior`) and that
+difference's terms (likelihood, count, marks: whether the data or the prior tells
+them apart), its PSNR, its visible ellipses (``|value| x pixels > 20``) and how
+many of the phantom's visible ones a chain ellipse covers with an intersection
+over union of 0.9 or more. ``--oracle-library``
 adds those visible ellipses' shapes to the detected library: a diagnostic, not an
 estimate (a real run cannot know them), of whether the chains would find the
 phantom's ellipses if the detector had found every one.
@@ -256,7 +258,8 @@ def _matched(marks, params, visible, shape) -> int:
 def _segments(ladder, chain, post, truth, truth_l, args, params):
     length = args.steps // args.segments
     visible = _visible(params, post.shape)
-    truth_lp = post.log_posterior(params)
+    truth_terms = post.log_posterior_terms(params)
+    truth_lp = sum(truth_terms.values())
     t0 = time.perf_counter()
     for k in range(args.segments):
         result = ladder.run(length, thin=10)
@@ -269,10 +272,13 @@ def _segments(ladder, chain, post, truth, truth_l, args, params):
               f"{chain.n} ellipses at the end, log-likelihood {truth_l - chain.log_l:.1f} "
               f"below the phantom's ({time.perf_counter() - t0:.0f} s)"
               + (f"; accepted {moves}" if moves else ""), flush=True)
-        print(f"    last state: log posterior {truth_lp - post.log_posterior(chain.marks):.1f} "
-              f"below the phantom's, {state:.2f} dB, "
+        terms = post.log_posterior_terms(chain.marks)
+        apart = ", ".join(f"{name} {truth_terms[name] - terms[name]:.1f}" for name in terms)
+        print(f"    last state: log posterior {truth_lp - sum(terms.values()):.1f} "
+              f"below the phantom's ({apart}), {state:.2f} dB, "
+              f"{len(_visible(np.array(chain.marks), post.shape))} visible ellipses, "
               f"{_matched(chain.marks, params, visible, post.shape)} of the phantom's "
-              f"{len(visible)} visible ellipses matched (IoU >= 0.9)", flush=True)
+              f"{len(visible)} matched (IoU >= 0.9)", flush=True)
 
 
 if __name__ == "__main__":

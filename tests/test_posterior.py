@@ -60,6 +60,11 @@ def test_the_log_posterior_adds_the_likelihood_the_count_and_the_marks():
     expected = (post.log_likelihood(p) + 2 * math.log(7.0) - math.log(2)
                 + prior.log_mark_density(marks[0]) + prior.log_mark_density(marks[1]))
     assert post.log_posterior(marks) == pytest.approx(expected, rel=1e-9)
+    terms = post.log_posterior_terms(marks)
+    assert terms["likelihood"] == pytest.approx(post.log_likelihood(p), rel=1e-12)
+    assert terms["count"] == pytest.approx(2 * math.log(7.0) - math.log(2), rel=1e-12)
+    assert terms["marks"] == pytest.approx(prior.log_mark_density(marks[0])
+                                           + prior.log_mark_density(marks[1]), rel=1e-12)
     # An ellipse outside the prior's support has no density.
     outside = marks.copy()
     outside[1, 3] = 1.5

@@ -187,15 +187,25 @@ class EllipsePosterior:
         ellipses has ``n!`` orders). The constant ``-mean_count`` and the
         evidence are left out, so only differences between states mean something.
         """
+        return float(sum(self.log_posterior_terms(marks).values()))
+
+    def log_posterior_terms(self, marks) -> dict[str, float]:
+        """The terms of `log_posterior`: ``likelihood``, ``count`` and ``marks`` (the densities').
+
+        Where two states differ, these say whether the data or the prior tells them apart.
+        """
         marks = np.asarray(marks, dtype=np.float64).reshape(-1, 6)
         n, prior = len(marks), self.prior
         if n > prior.max_count:
-            return -math.inf
-        log_count = n * math.log(prior.mean_count) if prior.mean_count > 0 else (
-            0.0 if n == 0 else -math.inf)
-        log_marks = sum(prior.log_mark_density(mark) for mark in marks)
+            log_count = -math.inf
+        elif prior.mean_count > 0:
+            log_count = n * math.log(prior.mean_count) - math.lgamma(n + 1)
+        else:
+            log_count = 0.0 if n == 0 else -math.inf
+        log_marks = float(sum(prior.log_mark_density(mark) for mark in marks))
         p = self.columns @ self.image(marks).ravel()
-        return float(self.log_likelihood(p) + log_count - math.lgamma(n + 1) + log_marks)
+        return {"likelihood": float(self.log_likelihood(p)), "count": float(log_count),
+                "marks": log_marks}
 
     def image(self, marks: np.ndarray) -> np.ndarray:
         x = np.zeros(self.shape[0] * self.shape[1])
