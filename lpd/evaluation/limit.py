@@ -186,10 +186,11 @@ def _sample(post, settings, n_chains: int, seed, guide, starts, detected, jobs, 
                             library_births=births)
 
 
-def _conditional_mean(setup, data: np.ndarray, guide: np.ndarray, target, settings,
+def _conditional_mean(shared: Callable[[], tuple], guide: np.ndarray, target, settings,
                       index: int, jobs: int | None, log) -> dict:
+    """Chains from greedy starts; ``shared()`` gives the posterior and the detected shapes."""
     t0 = time.perf_counter()
-    post, detected = _posterior(setup, data, guide, target, settings)
+    post, detected = shared()
     n_chains = settings["chains"]["n_chains"]
     starts = posterior.parallel_map(
         _greedy, [(post, [settings["seed"], index, c], target, detected, settings["greedy"])
@@ -203,7 +204,7 @@ def _conditional_mean(setup, data: np.ndarray, guide: np.ndarray, target, settin
     return result
 
 
-def _planted(setup, data: np.ndarray, guide: np.ndarray, target, settings, index: int,
+def _planted(shared: Callable[[], tuple], guide: np.ndarray, settings, index: int,
              marks: np.ndarray, jobs: int | None, log) -> dict:
     """Chains started at the phantom's own ellipses: a draw from its posterior.
 
@@ -212,7 +213,7 @@ def _planted(setup, data: np.ndarray, guide: np.ndarray, target, settings, index
     squared distance from the phantom bounds the conditional mean's error from
     below (`posterior.start_distance`).
     """
-    post, detected = _posterior(setup, data, guide, target, settings)
+    post, detected = shared()
     n = int(settings["planted"])
     result = _sample(post, settings, n, [settings["seed"], index, _PLANTED_STREAM], guide,
                      [marks] * n, detected, jobs, log)
@@ -382,17 +383,21 @@ def run(preset: str = "default", out: str | os.PathLike | None = None, *,
                              f"keep {target!r} among the methods")
         target_image = None if target is None else recon[target](y)
         entry_fingerprint = _fingerprint(setup, settings, i, y, target_image)
+        guide = guide_method(y)
+        # The posterior and the detected shapes, built once for both kinds of chains.
+        shared = functools.cache(functools.partial(_posterior, setup, y, guide, target_image,
+                                                   settings))
         entry = _cached_mean(
             out / "images" / f"{i:02d}.npz", entry_fingerprint,
-            functools.partial(_conditional_mean, setup, y, guide_method(y), target_image,
-                              settings, i, jobs, log), log)
+            functools.partial(_conditional_mean, shared, guide, target_image, settings, i,
+                              jobs, log), log)
         summary = {"image": labels[i], **entry["summary"], "cached": entry["cached"]}
         if marks[i] is not None and settings.get("planted"):
             planted = _cached_mean(
                 out / "images" / f"{i:02d}-planted.npz",
                 _planted_fingerprint(settings, entry_fingerprint, marks[i]),
-                functools.partial(_planted, setup, y, guide_method(y), target_image,
-                                  settings, i, marks[i], jobs, log), log)
+                functools.partial(_planted, shared, guide, settings, i, marks[i], jobs, log),
+                log)
             summary["planted"] = _planted_check(entry, planted)
             bounds.append(summary["planted"]["bound"])
             check = summary["planted"]
