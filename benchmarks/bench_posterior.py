@@ -27,7 +27,10 @@ many of the phantom's visible ones a chain ellipse covers with an intersection
 over union of 0.9 or more. ``--oracle-library``
 adds those visible ellipses' shapes to the detected library: a diagnostic, not an
 estimate (a real run cannot know them), of whether the chains would find the
-phantom's ellipses if the detector had found every one.
+phantom's ellipses if the detector had found every one. ``--rebuild-work 50 200``
+reports, for the visible ellipses a chain misses, the work of a rebuild that
+slides the chain's stand-in to the phantom's shape or to the closest detected
+one: whether rebuilds aimed there would be accepted.
 """
 
 from __future__ import annotations
@@ -85,6 +88,12 @@ def main(argv=None):
                         "of the phantom it does not match, the change of log posterior from "
                         "giving its stand-in the phantom's shape, the values of every ellipse "
                         "that meets either refitted")
+    p.add_argument("--rebuild-work", type=int, nargs=2, metavar=("STAGES", "RELAX"),
+                   help="with --greedy --segments: after each chain, for each visible ellipse "
+                        "of the phantom it does not match, the work of three rebuilds "
+                        "(`ReversibleJump.rebuild_work`, STAGES stages of RELAX updates) "
+                        "sliding its stand-in to the phantom's shape and to the detected "
+                        "candidate closest to it: whether a rebuild aimed there is accepted")
     p.add_argument("--oracle-library", action="store_true",
                    help="with --greedy: add the phantom's visible ellipses to the detected "
                         "library (a diagnostic: a real run cannot know them)")
@@ -141,6 +150,7 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
     print(f"detect_ellipses on the LPD image: {len(detected)} candidates in "
           f"{time.perf_counter() - t0:.1f} s")
     visible = _visible(params, post.shape)
+    found_shapes = detected
     if args.oracle_library:
         detected = np.concatenate([detected, params[visible, 1:]])
         print(f"oracle library: the phantom's {len(visible)} visible ellipses added to them")
@@ -176,6 +186,8 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
                     _removal_costs(chain, post, len(params))
                 if args.rebuild_costs:
                     _rebuild_costs(chain, post, params)
+                if args.rebuild_work:
+                    _rebuild_work(chain, post, params, found_shapes, *args.rebuild_work)
                 continue
             result = ladder.run(args.steps, burn_in=args.burn_in, thin=10)
             mean = (f", the mean after {args.burn_in} proposals "
@@ -227,6 +239,45 @@ def _rebuild_costs(chain, post, params):
               f"ellipses that meet either refitted: {refit(switched, near, near_units):+.1f} "
               f"nats of log posterior (the refit alone: "
               f"{refit(marks, near, [units[i] for i in near]):+.1f})", flush=True)
+
+
+def _rebuild_work(chain, post, params, detected, stages: int, relax: int, repeats: int = 3):
+    """Would a rebuild aimed at the right shape be accepted? (`ReversibleJump.rebuild_work`)
+
+    For each visible ellipse of the phantom that no ellipse of the chain matches
+    (IoU >= 0.9), its stand-in (the chain's ellipse of largest IoU with it)
+    slides to the phantom's shape, and to the detected candidate of largest IoU
+    with the phantom's ellipse, ``repeats`` times each; reported is the work
+    (the log acceptance ratio less the shape proposal's): a rebuild is accepted
+    with probability ``min(1, exp(work))``.
+    """
+    shape = post.shape
+    prints = [set(posterior.footprint(m, shape).tolist()) for m in chain.marks]
+    stages_before, relax_before = chain.rebuild_stages, chain.rebuild_relax
+    chain.rebuild_stages, chain.rebuild_relax = stages, relax
+
+    def iou(own, other):
+        return len(own & other) / len(own | other)
+
+    for k in _visible(params, shape):
+        own = set(posterior.footprint(params[k], shape).tolist())
+        overlaps = [iou(own, f) for f in prints]
+        j = int(np.argmax(overlaps))
+        if overlaps[j] >= 0.9:
+            continue
+        near = [iou(own, set(posterior.footprint(np.r_[1.0, d], shape).tolist()))
+                for d in detected]
+        d = int(np.argmax(near)) if near else None
+        targets = [("the phantom's shape", params[k, 1:])]
+        if d is not None:
+            targets.append((f"the closest detected shape (IoU {near[d]:.2f})", detected[d]))
+        for name, target in targets:
+            works = [chain.rebuild_work(j, target) for _ in range(repeats)]
+            print(f"  phantom ellipse {k} (value {params[k][0]:+.3f}, {len(own)} pixels), its "
+                  f"stand-in at IoU {overlaps[j]:.2f}, rebuilt to {name} in {stages} stages "
+                  f"of {relax} updates: work " + " / ".join(f"{w:+.1f}" for w in works),
+                  flush=True)
+    chain.rebuild_stages, chain.rebuild_relax = stages_before, relax_before
 
 
 def _removal_costs(chain, post, n_truth):

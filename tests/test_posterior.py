@@ -643,3 +643,28 @@ def test_rebuilds_keep_a_chain_at_the_posteriors_likelihood():
         assert chain.log_l == pytest.approx(post.log_likelihood(chain.p), abs=1e-6)
     assert 100 < chain.accepted["rebuild"] < chain.proposed["rebuild"]
     assert means[0.3] == pytest.approx(means[0.0], abs=25)  # chains differ by ~10
+
+
+def test_the_work_of_an_instant_rebuild_is_its_change_of_log_posterior():
+    # One stage and no relaxation: the slide is a jump, and its work is the log
+    # posterior after it less before (values kept); the state is left unchanged.
+    post, marks = _overlapping_problem()
+    chain = P.ReversibleJump(post, np.random.default_rng(2), marks, rebuild_stages=1,
+                             rebuild_relax=0)
+    shape = np.array([0.3, 0.14, 0.1, 0.05, 1.2])
+    moved = marks.copy()
+    moved[1, 1:] = shape
+    work = chain.rebuild_work(1, shape)
+    assert work == pytest.approx(post.log_posterior(moved) - post.log_posterior(marks),
+                                 abs=1e-6)
+    np.testing.assert_array_equal(np.array(chain.marks), marks)
+    assert chain.log_l == pytest.approx(post.log_likelihood(post.columns @ post.image(
+        marks).ravel()), abs=1e-6)
+    # In stages, with the neighbours relaxing, it is a random variable (the NCMC work).
+    chain.rebuild_stages, chain.rebuild_relax = 4, 20
+    works = [chain.rebuild_work(1, shape) for _ in range(5)]
+    assert len(set(works)) > 1 and all(math.isfinite(w) for w in works)
+    np.testing.assert_array_equal(np.array(chain.marks), marks)
+    with pytest.raises(ValueError, match="no ellipse 7"):
+        chain.rebuild_work(7, shape)
+    assert chain.rebuild_work(1, [0.2, -0.1, 0.0, 0.0, 0.0]) == -math.inf

@@ -880,12 +880,36 @@ class ReversibleJump:
         self.proposed["rebuild"] += 1
         if self.n == 0:
             return
-        prior = self.post.prior
         j = int(self.rng.integers(self.n))
-        old = self.marks[j]
-        new, terms = self._rebuild_shape(old)
+        new, terms = self._rebuild_shape(self.marks[j])
         if new is None:
             return
+        if self._slide(j, new, terms, decide=True):
+            self.accepted["rebuild"] += 1
+
+    def rebuild_work(self, j: int, shape) -> float:
+        """The log acceptance ratio of sliding ellipse ``j`` to ``shape`` by a rebuild.
+
+        The rebuild's work (`_rebuild`), its shape proposal ratio left out: a
+        diagnostic of whether a rebuild aimed at ``shape`` would be accepted. The
+        chain's state is left as it was; its random stream moves on.
+        """
+        if not 0 <= int(j) < self.n:
+            raise ValueError(f"no ellipse {j} in a state of {self.n}")
+        new = self.marks[int(j)].copy()
+        new[1:] = np.asarray(shape, np.float64)
+        if self.post.prior.log_shape_density(new) == -math.inf:
+            return -math.inf
+        return self._slide(int(j), new, 0.0, decide=False)
+
+    def _slide(self, j: int, new: np.ndarray, terms: float, *, decide: bool):
+        """Slide ellipse ``j`` to ``new`` in stages while its neighbours relax (`_rebuild`).
+
+        With ``decide``, accept by the work (returns whether it was accepted);
+        otherwise return the work and restore the state.
+        """
+        prior = self.post.prior
+        old = self.marks[j]
         new_idx = footprint(new, self.post.shape)
         new_unit = self._moved_projection(self.prints[j], self.units[j], new_idx)
         saved = dict(marks=list(self.marks), prints=list(self.prints), units=list(self.units),
@@ -919,14 +943,14 @@ class ReversibleJump:
         finally:
             self._region = None
             self.proposed, self.accepted = counts
-        if math.isfinite(work) and self._accept(work):
+        if decide and math.isfinite(work) and self._accept(work):
             self.marks.insert(j, new)
             self.prints.insert(j, new_idx)
             self.units.insert(j, new_unit)
-            self.accepted["rebuild"] += 1
-            return
+            return True
         for name, value in saved.items():
             setattr(self, name, value)
+        return False if decide else work
 
     def run(self, n_steps: int, burn_in: int = 0, thin: int = 1, *, anneal: int = 0,
             beta_start: float = 1e-3, after_step: Callable[[int], Any] | None = None) -> dict:
