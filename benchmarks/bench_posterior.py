@@ -65,6 +65,9 @@ def main(argv=None):
                    help="run each chain (from the greedy starts, and the one started at the "
                         "phantom) in this many equal segments and "
                         "report each segment's mean (how a long chain climbs)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="with --greedy: the detector's tolerance in pixels (`detect_ellipses`; "
+                        "default its own)")
     p.add_argument("--detected-only", action="store_true",
                    help="with --greedy: only the start with the detected ellipses")
     p.add_argument("--removal-costs", action="store_true",
@@ -146,11 +149,15 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
     guide = np.asarray(classical.FBPReconstructor(setup)(data), np.float64)
     truth_l = post.log_likelihood(post.columns @ truth.ravel())
     t0 = time.perf_counter()
-    detected = candidates.detect_ellipses(target)
+    detect = {} if args.tolerance is None else {"tolerance": args.tolerance}
+    detected = candidates.detect_ellipses(target, **detect)
     print(f"detect_ellipses on the LPD image: {len(detected)} candidates in "
           f"{time.perf_counter() - t0:.1f} s")
     visible = _visible(params, post.shape)
     found_shapes = detected
+    closest = _closest(detected, params, visible, post.shape)
+    print(f"the detected shapes come within IoU 0.9 of {np.sum(closest >= 0.9)} of the "
+          f"phantom's {len(visible)} visible ellipses, within 0.8 of {np.sum(closest >= 0.8)}")
     if args.oracle_library:
         detected = np.concatenate([detected, params[visible, 1:]])
         print(f"oracle library: the phantom's {len(visible)} visible ellipses added to them")
@@ -294,6 +301,16 @@ def _visible(marks, shape) -> list[int]:
     """The ellipses whose value times pixel count exceeds 20: those the data can show."""
     return [k for k, mark in enumerate(marks)
             if abs(mark[0]) * len(posterior.footprint(mark, shape)) > 20]
+
+
+def _closest(shapes, params, visible, shape) -> np.ndarray:
+    """For each of ``params[visible]``, the largest IoU of one of ``shapes`` (rows of 5) with it."""
+    prints = [set(posterior.footprint(np.r_[1.0, d], shape).tolist()) for d in shapes]
+    best = []
+    for k in visible:
+        own = set(posterior.footprint(params[k], shape).tolist())
+        best.append(max((len(own & f) / len(own | f) for f in prints), default=0.0))
+    return np.array(best)
 
 
 def _matched(marks, params, visible, shape) -> int:
