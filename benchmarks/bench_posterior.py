@@ -339,7 +339,9 @@ def _segments(ladder, chain, post, truth, truth_l, args, params):
         print(f"  proposals {k * length}-{(k + 1) * length}: mean {mean:.2f} dB, "
               f"{chain.n} ellipses at the end, log-likelihood {truth_l - chain.log_l:.1f} "
               f"below the phantom's ({time.perf_counter() - t0:.0f} s)"
-              + (f"; accepted {moves}" if moves else ""), flush=True)
+              + (f"; accepted {moves}" if moves else "")
+              + ("; swaps accepted " + " / ".join(f"{r:.2f}" for r in result["swap_rates"])
+                 if "swap_rates" in result else ""), flush=True)
         terms = post.log_posterior_terms(chain.marks)
         apart = ", ".join(f"{name} {truth_terms[name] - terms[name]:.1f}" for name in terms)
         print(f"    last state: log posterior {truth_lp - sum(terms.values()):.1f} "
