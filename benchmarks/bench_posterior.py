@@ -255,8 +255,10 @@ def _rebuild_work(chain, post, params, detected, stages: int, relax: int, repeat
     (IoU >= 0.9), its stand-in (the chain's ellipse of largest IoU with it)
     slides to the phantom's shape, and to the detected candidate of largest IoU
     with the phantom's ellipse, ``repeats`` times each; reported is the work
-    (the log acceptance ratio less the shape proposal's): a rebuild is accepted
-    with probability ``min(1, exp(work))``.
+    (the log acceptance ratio less the shape proposal's) and, with a library,
+    the proposal ratio of the library's draw near the stand-in
+    (`ReversibleJump._rebuild_shape`): a rebuild that drew that shape is accepted
+    with probability ``min(1, exp(work + ratio))``.
     """
     shape = post.shape
     prints = [set(posterior.footprint(m, shape).tolist()) for m in chain.marks]
@@ -278,12 +280,18 @@ def _rebuild_work(chain, post, params, detected, stages: int, relax: int, repeat
         targets = [("the phantom's shape", params[k, 1:])]
         if d is not None:
             targets.append((f"the closest detected shape (IoU {near[d]:.2f})", detected[d]))
+        old = chain.marks[j][1:]
         for name, target in targets:
             works = [chain.rebuild_work(j, target) for _ in range(repeats)]
+            library, ratio = chain.library, ""
+            if library is not None:
+                terms = (library.log_density(old, near=target)
+                         - library.log_density(target, near=old))
+                ratio = f"; the library's proposal ratio (reverse over forward) {terms:+.1f}"
             print(f"  phantom ellipse {k} (value {params[k][0]:+.3f}, {len(own)} pixels), its "
                   f"stand-in at IoU {overlaps[j]:.2f}, rebuilt to {name} in {stages} stages "
-                  f"of {relax} updates: work " + " / ".join(f"{w:+.1f}" for w in works),
-                  flush=True)
+                  f"of {relax} updates: work " + " / ".join(f"{w:+.1f}" for w in works)
+                  + ratio, flush=True)
     chain.rebuild_stages, chain.rebuild_relax = stages_before, relax_before
 
 
