@@ -155,7 +155,7 @@ def _greedy_starts(setup, post, data, truth, params, target, args):
           f"{time.perf_counter() - t0:.1f} s")
     visible = _visible(params, post.shape)
     found_shapes = detected
-    closest = _closest(detected, params, visible, post.shape)
+    closest, _ = _closest(detected, params, visible, post.shape)
     print(f"the detected shapes come within IoU 0.9 of {np.sum(closest >= 0.9)} of the "
           f"phantom's {len(visible)} visible ellipses, within 0.8 of {np.sum(closest >= 0.8)}")
     if args.oracle_library:
@@ -268,18 +268,19 @@ def _rebuild_work(chain, post, params, detected, stages: int, relax: int, repeat
     def iou(own, other):
         return len(own & other) / len(own | other)
 
+    missed, stand_ins = [], []
     for k in _visible(params, shape):
         own = set(posterior.footprint(params[k], shape).tolist())
         overlaps = [iou(own, f) for f in prints]
         j = int(np.argmax(overlaps))
-        if overlaps[j] >= 0.9:
-            continue
-        near = [iou(own, set(posterior.footprint(np.r_[1.0, d], shape).tolist()))
-                for d in detected]
-        d = int(np.argmax(near)) if near else None
+        if overlaps[j] < 0.9:
+            missed.append(k)
+            stand_ins.append((j, overlaps[j], len(own)))
+    closest, which = _closest(detected, params, missed, shape)
+    for k, (j, overlap, pixels), best, d in zip(missed, stand_ins, closest, which, strict=True):
         targets = [("the phantom's shape", params[k, 1:])]
-        if d is not None:
-            targets.append((f"the closest detected shape (IoU {near[d]:.2f})", detected[d]))
+        if d >= 0:
+            targets.append((f"the closest detected shape (IoU {best:.2f})", detected[d]))
         old = chain.marks[j][1:]
         for name, target in targets:
             works = [chain.rebuild_work(j, target) for _ in range(repeats)]
@@ -288,8 +289,8 @@ def _rebuild_work(chain, post, params, detected, stages: int, relax: int, repeat
                 terms = (library.log_density(old, near=target)
                          - library.log_density(target, near=old))
                 ratio = f"; the library's proposal ratio (reverse over forward) {terms:+.1f}"
-            print(f"  phantom ellipse {k} (value {params[k][0]:+.3f}, {len(own)} pixels), its "
-                  f"stand-in at IoU {overlaps[j]:.2f}, rebuilt to {name} in {stages} stages "
+            print(f"  phantom ellipse {k} (value {params[k][0]:+.3f}, {pixels} pixels), its "
+                  f"stand-in at IoU {overlap:.2f}, rebuilt to {name} in {stages} stages "
                   f"of {relax} updates: work " + " / ".join(f"{w:+.1f}" for w in works)
                   + ratio, flush=True)
     chain.rebuild_stages, chain.rebuild_relax = stages_before, relax_before
@@ -311,14 +312,17 @@ def _visible(marks, shape) -> list[int]:
             if abs(mark[0]) * len(posterior.footprint(mark, shape)) > 20]
 
 
-def _closest(shapes, params, visible, shape) -> np.ndarray:
-    """For each of ``params[visible]``, the largest IoU of one of ``shapes`` (rows of 5) with it."""
+def _closest(shapes, params, visible, shape) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``params[visible]``: the largest IoU of one of ``shapes`` (rows of 5)
+    with it, and that shape's index (-1 where there are none)."""
     prints = [set(posterior.footprint(np.r_[1.0, d], shape).tolist()) for d in shapes]
-    best = []
+    best, which = [], []
     for k in visible:
         own = set(posterior.footprint(params[k], shape).tolist())
-        best.append(max((len(own & f) / len(own | f) for f in prints), default=0.0))
-    return np.array(best)
+        overlaps = [len(own & f) / len(own | f) for f in prints]
+        which.append(int(np.argmax(overlaps)) if overlaps else -1)
+        best.append(overlaps[which[-1]] if overlaps else 0.0)
+    return np.array(best), np.array(which)
 
 
 def _matched(marks, params, visible, shape) -> int:

@@ -902,7 +902,7 @@ class ReversibleJump:
             return -math.inf
         return self._slide(int(j), new, 0.0, decide=False)
 
-    def _slide(self, j: int, new: np.ndarray, terms: float, *, decide: bool):
+    def _slide(self, j: int, new: np.ndarray, terms: float, *, decide: bool) -> bool | float:
         """Slide ellipse ``j`` to ``new`` in stages while its neighbours relax (`_rebuild`).
 
         With ``decide``, accept by the work (returns whether it was accepted);
