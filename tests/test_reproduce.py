@@ -431,6 +431,22 @@ def test_weights_table_names_the_source_of_a_fine_tuned_model(tmp_path):
     assert "| 1500 | 33.50 on 16 random ellipses phantoms | 0.5 h |" in row
 
 
+def test_weights_table_counts_the_slices_a_finite_set_validates_on(tmp_path):
+    # A finite image set (brain MRI, head CT) is validated on its whole split,
+    # not on validation_size random draws.
+    ship_weights = _ship_weights_module()
+    directory = tmp_path / "brain_mri_random4_noise0" / "lpd"
+    directory.mkdir(parents=True)
+    config = training.make_config("lpd", "brain_mri_random4_noise0", "cpu", steps=4000,
+                                  images="brain_mri")
+    (directory / "config.json").write_text(lpd_config.to_json(config))
+    manifest = {"sha256": "0" * 64, "step": 4000, "training_seconds": 3600,
+                "validation": {"psnr": 40.0}, "command": "lpd train"}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    row = ship_weights.table(tmp_path).splitlines()[-1]
+    assert "| 4000 | 40.00 on 10 brain-MRI slices | 1.0 h |" in row
+
+
 def test_training_column_names_augmentation_and_the_starting_weights():
     plain = training.make_config("unet", "human_small", "cpu", steps=6000, seed=1)
     assert reproduce._training_text(plain, 5250) == "step 5250 of 6000, batch 1, seed 1"

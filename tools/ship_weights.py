@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lpd import training
 from lpd.config import REAL_CT_IMAGES
+from lpd.data.brain_mri import BRAIN_MRI_SPLITS
 from lpd.data import real as realdata
 from lpd.io import atomic_write
 
@@ -30,6 +31,9 @@ def _validation_set(config: dict) -> str:
         # A finite set is validated on whole: every slice of the split.
         n = sum(hi - lo for lo, hi in realdata.HEAD_CT_SPLITS["validation"])
         return f"{n} head-CT slices"
+    if config["images"] == "brain_mri":
+        n = sum(hi - lo for lo, hi in BRAIN_MRI_SPLITS["validation"])
+        return f"{n} brain-MRI slices"
     return f"{config['validation_size']} random {config['images']} phantoms"
 
 
