@@ -19,8 +19,8 @@ from pathlib import Path
 
 from lpd import training
 from lpd.config import REAL_CT_IMAGES
-from lpd.data.brain_mri import BRAIN_MRI_SPLITS
 from lpd.data import real as realdata
+from lpd.data.brain_mri import BRAIN_MRI_SPLITS
 from lpd.io import atomic_write
 
 _BEGIN, _END = "<!-- table: begin -->", "<!-- table: end -->"
